@@ -1,0 +1,28 @@
+"""Parameter counts under the conventions users fit against.
+
+Kaplan et al. (2020) fit non-embedding parameters; Chinchilla (Hoffmann et al.
+2022) fits total parameters. The fitted exponents and tokens-per-parameter
+ratios move with the choice, so every trial records all of them.
+"""
+import jax
+import numpy as np
+from flax import nnx
+
+
+def count_params(model: nnx.Module, embedding_leaves: tuple) -> dict:
+  """Counts the parameter leaves of `model` (numbers of scalars)."""
+  state = nnx.state(model, nnx.Param)
+  total = embedding = 0
+  for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+    size = int(np.prod(leaf.shape))
+    total += size
+    if str(getattr(path[0], "key", path[0])) in embedding_leaves:
+      embedding += size
+  return {"params_total": total, "params_embedding": embedding,
+          "params_non_embedding": total - embedding}
+
+
+def flops_per_token(family, arch, counts: dict) -> dict:
+  """Training FLOPs per token: the exact count and Kaplan's 6N."""
+  return {"flops_per_token": int(family.flops_per_token(arch)["exact"]),
+          "flops_per_token_6n": 6 * counts["params_non_embedding"]}

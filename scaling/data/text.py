@@ -1,0 +1,35 @@
+"""Character-level text from a file named by path (e.g. tiny Shakespeare).
+
+The vocabulary is the sorted set of characters in the file; the last
+`eval_fraction` of the characters is held out, as nanoGPT's shakespeare_char.
+"""
+import hashlib
+import pathlib
+
+import numpy as np
+
+
+class TextFile:
+
+  def __init__(self, path: str, eval_fraction: float = 0.1):
+    raw = pathlib.Path(path).read_bytes()
+    text = raw.decode("utf-8")
+    self.path = str(path)
+    self.sha256 = hashlib.sha256(raw).hexdigest()
+    self.alphabet = sorted(set(text))
+    self.vocab_size = len(self.alphabet)
+    lookup = {ch: i for i, ch in enumerate(self.alphabet)}
+    tokens = np.fromiter((lookup[ch] for ch in text), dtype=np.int32, count=len(text))
+    split = int(len(tokens) * (1 - eval_fraction))
+    self.train_tokens, self.eval_tokens = tokens[:split], tokens[split:]
+
+  def windows(self, rng: np.random.Generator, n_sequences: int, length: int, split: str) -> np.ndarray:
+    tokens = self.train_tokens if split == "train" else self.eval_tokens
+    if len(tokens) <= length:
+      raise ValueError(f"{self.path}: {split} split has {len(tokens)} characters, fewer than a window of {length}")
+    starts = rng.integers(0, len(tokens) - length, n_sequences)
+    return tokens[starts[:, None] + np.arange(length)]
+
+  def describe(self) -> dict:
+    return {"kind": "text", "path": self.path, "sha256": self.sha256, "vocab_size": self.vocab_size,
+            "train_chars": len(self.train_tokens), "eval_chars": len(self.eval_tokens)}

@@ -1,0 +1,260 @@
+"""Trains one trial into its run directory: the single training loop of the platform.
+
+Run directory after a trial:
+  config.json      the resolved trial config (its hash is the directory name)
+  metrics.jsonl    one row per step (train loss, grad norm, lr, tokens) plus eval rows
+  summary.json     status, parameter counts, tokens, FLOPs, final losses, throughput, params_sha256
+  checkpoints/     orbax checkpoints; a re-run resumes from the latest one
+  tensorboard/     event files of the same scalars
+"""
+import dataclasses
+import hashlib
+import math
+import os
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from models import counting, registry
+from scaling import checkpoint as checkpoint_lib
+from scaling import metrics as metrics_lib
+from scaling.data import Batches
+
+
+@dataclasses.dataclass
+class Setup:
+  """Everything a trial derives from its config before the first step."""
+  data: Batches
+  family: registry.Family
+  arch: object
+  model: nnx.Module
+  counts: dict
+  flops: dict
+  steps: int
+  tokens_per_step: int
+
+
+def setup(config: dict) -> Setup:
+  model_cfg, train_cfg = config["model"], config["train"]
+  data = Batches(config["data"], train_cfg["seq_len"], train_cfg["batch_size"], config["seed"])
+  family = registry.get(model_cfg["family"])
+  arch = family.ladder(model_cfg["size"], vocab_size=data.vocab_size, seq_len=train_cfg["seq_len"],
+                       **model_cfg["options"])
+  model = family.build(arch, config["seed"])
+  counts = counting.count_params(model, family.embedding_leaves)
+  tokens_per_step = train_cfg["batch_size"] * train_cfg["seq_len"]
+  horizon = train_cfg["horizon"]
+  if horizon["tokens"] is not None:
+    tokens = horizon["tokens"]
+  else:
+    tokens = horizon["tokens_per_param"] * counts[f"params_{horizon['param_count']}"]
+  steps = max(1, math.ceil(tokens / tokens_per_step))
+  return Setup(data, family, arch, model, counts, counting.flops_per_token(family, arch, counts),
+               steps, tokens_per_step)
+
+
+def make_optimizer(opt_cfg: dict, steps: int) -> optax.GradientTransformation:
+  warmup = min(opt_cfg["warmup_steps"], max(steps - 1, 0))
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=opt_cfg["lr"], warmup_steps=warmup, decay_steps=max(steps, warmup + 1),
+      end_value=opt_cfg["lr"] * opt_cfg["min_lr_ratio"])
+  # Decay matrices only; norm scales are not weights to shrink.
+  decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
+  adamw = optax.adamw(schedule, b1=opt_cfg["b1"], b2=opt_cfg["b2"], eps=opt_cfg["eps"],
+                      weight_decay=opt_cfg["weight_decay"], mask=decay_mask)
+  if opt_cfg["grad_clip"] > 0:
+    return optax.chain(optax.clip_by_global_norm(opt_cfg["grad_clip"]), adamw), schedule
+  return adamw, schedule
+
+
+def cross_entropy(logits, targets):
+  """Mean next-token loss in nats."""
+  return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+
+
+def params_sha256(params) -> str:
+  """sha256 over every parameter's path, dtype, shape and bytes, in sorted path order."""
+  digest = hashlib.sha256()
+  leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]
+  for path, leaf in sorted(leaves, key=lambda item: jax.tree_util.keystr(item[0])):
+    array = np.ascontiguousarray(leaf)
+    digest.update(f"{jax.tree_util.keystr(path)}|{array.dtype}|{array.shape}".encode())
+    digest.update(array.tobytes())
+  return digest.hexdigest()
+
+
+class _Preemption:
+  """Turns SIGTERM/SIGINT into a flag the loop checks, so it can checkpoint before exiting."""
+
+  def __init__(self):
+    self.signal = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._previous[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # Not the main thread: the caller handles signals.
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    self.signal = signal.Signals(signum).name
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+class Interrupted(Exception):
+  """Raised after a preemption checkpoint is saved; the run resumes on the next launch."""
+
+
+def train(config: dict, run_dir: str, progress: bool = True) -> dict:
+  """Runs (or resumes) one trial and returns its summary."""
+  os.makedirs(run_dir, exist_ok=True)
+  metrics_lib.write_json_atomic(os.path.join(run_dir, "config.json"), config)
+  train_cfg = config["train"]
+  s = setup(config)
+  optimizer, schedule = make_optimizer(config["optimizer"], s.steps)
+
+  # ---- Functional state ----
+  graphdef, params = nnx.split(s.model)
+  opt_state = optimizer.init(params)
+
+  def loss_fn(params, batch):
+    logits = nnx.merge(graphdef, params)(batch[:, :-1])
+    return cross_entropy(logits, batch[:, 1:])
+
+  @jax.jit
+  def train_step(params, opt_state, batch, step):
+    loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    return params, opt_state, {"loss": loss, "grad_norm": optax.global_norm(grads), "lr": schedule(step)}
+
+  eval_step = jax.jit(loss_fn)
+  eval_batches = s.data.eval(train_cfg["eval_batches"])
+
+  def evaluate(params) -> float:
+    return float(np.mean([eval_step(params, batch) for batch in eval_batches]))
+
+  # ---- Resume ----
+  checkpoints = checkpoint_lib.Checkpoints(run_dir, keep=train_cfg["keep_checkpoints"])
+  metrics_path = os.path.join(run_dir, "metrics.jsonl")
+  start_step = 0
+  latest = checkpoints.latest_step()
+  if latest is not None:
+    state = checkpoints.restore(latest, {"params": params, "opt_state": opt_state})
+    params, opt_state, start_step = state["params"], state["opt_state"], latest
+  metrics_lib.truncate_metrics(metrics_path, start_step)  # Steps past the checkpoint are redone.
+  writer = metrics_lib.MetricsWriter(run_dir, tensorboard=train_cfg["tensorboard"])
+
+  # ---- Train loop ----
+  bar = _progress_bar(progress, s.steps, start_step, config)
+  pending, recent_losses, last_eval = [], [], None
+  compile_seconds = steady_start = None
+  steady_first_step, side_seconds = start_step, 0.0  # side: eval + checkpoint time, not training
+  last_checkpoint_time = wall_start = time.time()
+  status, reason = "done", None
+
+  def flush():
+    nonlocal pending
+    rows = jax.device_get(pending)
+    pending = []
+    for row in rows:
+      row.update({k: float(v) for k, v in row.pop("device").items()})
+      recent_losses.append(row["loss"])
+    writer.write(rows)
+    return rows
+
+  def save(step, wait=False):
+    checkpoints.save(step, {"params": params, "opt_state": opt_state}, wait=wait)
+
+  with _Preemption() as preemption:
+    step = start_step
+    while step < s.steps:
+      batch = s.data.train(step)
+      params, opt_state, step_metrics = train_step(params, opt_state, batch, step)
+      step += 1
+      pending.append({"step": step, "tokens": step * s.tokens_per_step, "device": step_metrics})
+      is_last = step == s.steps
+      if steady_start is None:  # The first step compiles; throughput is timed from its end.
+        jax.block_until_ready(step_metrics)
+        steady_start, steady_first_step = time.time(), step
+        compile_seconds = steady_start - wall_start
+      if len(pending) >= train_cfg["flush_every"] or is_last or step % train_cfg["eval_every"] == 0:
+        rows = flush()
+        bad = [r for r in rows if not math.isfinite(r["loss"]) or not math.isfinite(r["grad_norm"])]
+        if bad:
+          status, reason = "diverged", f"non-finite loss or gradient norm at step {bad[0]['step']}"
+          break
+        if bar is not None:
+          bar.update(len(rows))
+          bar.set_postfix(loss=f"{rows[-1]['loss']:.4f}", refresh=False)
+        side_start = time.time()
+        if step % train_cfg["eval_every"] == 0 or is_last:
+          last_eval = evaluate(params)
+          writer.write([{"step": step, "tokens": step * s.tokens_per_step, "eval_loss": last_eval}])
+        checkpoint_due = (train_cfg["checkpoint_every"] and step % train_cfg["checkpoint_every"] == 0) or (
+            time.time() - last_checkpoint_time > 60 * train_cfg["checkpoint_minutes"])
+        if checkpoint_due and not is_last:
+          save(step)
+          last_checkpoint_time = time.time()
+        side_seconds += time.time() - side_start
+      if preemption.signal is not None and not is_last:
+        if pending:
+          flush()
+        save(step, wait=True)
+        writer.close()
+        checkpoints.close()
+        raise Interrupted(f"{preemption.signal} at step {step}; checkpoint saved")
+    steady_seconds = time.time() - steady_start - side_seconds if steady_start else 0.0
+
+  if bar is not None:
+    bar.close()
+  if status == "done":
+    save(step)
+  checkpoints.close()
+  writer.close()
+
+  # ---- Summary ----
+  tail = recent_losses[-10:]  # final_train_loss: mean of the last 10 steps (or fewer)
+  steady_tokens = (step - steady_first_step) * s.tokens_per_step
+  summary = {
+      "status": status,
+      "reason": reason,
+      "trial_id": os.path.basename(os.path.normpath(run_dir)),
+      **s.counts,
+      **s.flops,
+      "steps": step,
+      "tokens": step * s.tokens_per_step,
+      "flops": s.flops["flops_per_token"] * step * s.tokens_per_step,
+      "flops_6n": s.flops["flops_per_token_6n"] * step * s.tokens_per_step,
+      "final_train_loss": float(np.mean(tail)) if tail else None,
+      "final_eval_loss": last_eval,
+      "entropy_floor": s.data.entropy_floor,
+      "wall_seconds": time.time() - wall_start,
+      "compile_seconds": compile_seconds,
+      "tokens_per_second": steady_tokens / steady_seconds if steady_seconds > 0 and steady_tokens else None,
+      "resumed_from_step": start_step or None,
+      "params_sha256": params_sha256(params),
+      "arch": dataclasses.asdict(s.arch),
+      "data": s.data.info,
+      "device": f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind} x{jax.device_count()}",
+  }
+  metrics_lib.write_json_atomic(os.path.join(run_dir, "summary.json"), summary)
+  return summary
+
+
+def _progress_bar(enabled, total, initial, config):
+  if not enabled:
+    return None
+  from tqdm import tqdm
+  label = f"{config['model']['family']} size={config['model']['size']}"
+  return tqdm(total=total, initial=initial, desc=label, unit="step", leave=False, dynamic_ncols=True)

@@ -1,0 +1,197 @@
+"""The sweep YAML schema: one file is one sweep; a list where one value is expected is a grid axis.
+
+`load(path)` returns a validated `Sweep` or raises `SpecError`, whose message is
+one line: `FILE:LINE: key.path: what was expected`. Nothing is written to disk
+while loading, so a bad file leaves no trace.
+"""
+import inspect
+import re
+from typing import Annotated, Literal, Optional, Union
+
+import pydantic
+import yaml
+
+MAX_TRIALS = 10_000  # A grid beyond this is a typo, not a sweep.
+
+
+class SpecError(ValueError):
+  """A one-line, user-facing error about a sweep file."""
+
+
+class _Strict(pydantic.BaseModel):
+  model_config = pydantic.ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ModelSpec(_Strict):
+  family: str = "gpt"
+  size: int = pydantic.Field(ge=1, le=1024)  # The family's one size dial (depth for gpt).
+  options: dict = {}  # Keyword options of the family's ladder function (e.g. aspect_ratio).
+
+
+class MarkovData(_Strict):
+  """Synthetic interpolated n-gram language; see scaling/data/markov.py."""
+  kind: Literal["markov"]
+  vocab_size: int = pydantic.Field(16, ge=2, le=4096)
+  order: int = pydantic.Field(3, ge=1, le=8)
+  mix: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4)
+  support: int = pydantic.Field(3, ge=1)
+  concentration: float = pydantic.Field(0.5, gt=0)
+  zipf: float = pydantic.Field(1.0, ge=0)
+  seed: int = 0
+
+
+class TextData(_Strict):
+  """Character-level text file named by path."""
+  kind: Literal["text"]
+  path: str
+  eval_fraction: float = pydantic.Field(0.1, gt=0, lt=1)
+
+
+DataSpec = Annotated[Union[MarkovData, TextData], pydantic.Field(discriminator="kind")]
+
+
+class HorizonSpec(_Strict):
+  """Training length: a fixed number of tokens, or tokens per parameter (Chinchilla ~20)."""
+  tokens: Optional[int] = pydantic.Field(None, gt=0, le=10 ** 15)
+  tokens_per_param: Optional[float] = pydantic.Field(None, gt=0, le=10 ** 6)
+  param_count: Literal["non_embedding", "total"] = "non_embedding"
+
+  @pydantic.model_validator(mode="after")
+  def _exactly_one(self):
+    if (self.tokens is None) == (self.tokens_per_param is None):
+      raise ValueError("give exactly one of tokens or tokens_per_param")
+    return self
+
+
+class OptimizerSpec(_Strict):
+  """AdamW with linear warmup then cosine decay to min_lr_ratio * lr."""
+  name: Literal["adamw"] = "adamw"
+  lr: float = pydantic.Field(3e-3, gt=0, le=10)
+  weight_decay: float = pydantic.Field(0.1, ge=0)
+  b1: float = pydantic.Field(0.9, ge=0, lt=1)
+  b2: float = pydantic.Field(0.95, ge=0, lt=1)
+  eps: float = pydantic.Field(1e-8, gt=0)
+  warmup_steps: int = pydantic.Field(50, ge=0)
+  min_lr_ratio: float = pydantic.Field(0.1, ge=0, le=1)
+  grad_clip: float = pydantic.Field(1.0, ge=0)  # 0 disables clipping.
+
+
+class TrainSpec(_Strict):
+  seq_len: int = pydantic.Field(64, ge=2, le=1 << 20)
+  batch_size: int = pydantic.Field(16, ge=1, le=1 << 24)
+  horizon: HorizonSpec
+  eval_every: int = pydantic.Field(100, ge=1)  # steps
+  eval_batches: int = pydantic.Field(8, ge=1)
+  flush_every: int = pydantic.Field(10, ge=1)  # steps between writes of the per-step rows
+  checkpoint_every: int = pydantic.Field(500, ge=0)  # steps; 0: only on preemption and at the end
+  checkpoint_minutes: float = pydantic.Field(10.0, gt=0)  # also save when this much time passed
+  keep_checkpoints: int = pydantic.Field(2, ge=1)
+  tensorboard: bool = True
+
+
+class TrialSpec(_Strict):
+  """One fully resolved trial: what the trainer reads; its hash is the trial id."""
+  model: ModelSpec
+  data: DataSpec
+  train: TrainSpec
+  optimizer: OptimizerSpec = OptimizerSpec()
+  seed: int = 0
+
+
+class Sweep(pydantic.BaseModel):
+  model_config = pydantic.ConfigDict(frozen=True, arbitrary_types_allowed=True)
+  name: str
+  path: str
+  trials: list  # of sweeps.expand.Trial
+
+
+# ---- YAML with line numbers ----
+
+class _Loader(yaml.SafeLoader):
+  """SafeLoader that reads 3e-4 as a float (YAML 1.2), which YAML 1.1 reads as a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?(?:[eE][-+]?\d+)$|^[-+]?\d[\d_]*\.\d*$|^[-+]?\.\d+$"),
+    list("-+0123456789."))
+
+
+def _line_index(node, path=(), out=None) -> dict:
+  """Maps key paths (tuples) to 1-based line numbers in the YAML source."""
+  out = {} if out is None else out
+  out[path] = node.start_mark.line + 1
+  if isinstance(node, yaml.MappingNode):
+    for key, value in node.value:
+      _line_index(value, path + (key.value,), out)
+      out[path + (key.value,)] = key.start_mark.line + 1
+  elif isinstance(node, yaml.SequenceNode):
+    for i, value in enumerate(node.value):
+      _line_index(value, path + (i,), out)
+  return out
+
+
+def read_yaml(path: str):
+  """Returns (document, {key path: line}); raises SpecError on I/O or syntax errors."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      text = f.read()
+  except FileNotFoundError:
+    raise SpecError(f"{path}: file not found") from None
+  except (OSError, UnicodeDecodeError) as e:
+    raise SpecError(f"{path}: cannot read: {e}") from None
+  try:
+    node = yaml.compose(text, Loader=_Loader)
+    document = yaml.load(text, Loader=_Loader)
+  except yaml.YAMLError as e:
+    mark = getattr(e, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}" if mark else path
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    raise SpecError(f"{where}: malformed YAML: {problem}") from None
+  if not isinstance(document, dict):
+    raise SpecError(f"{path}:1: expected a mapping of keys (name, model, data, train, ...) at the top level")
+  return document, (_line_index(node) if node is not None else {})
+
+
+def error_at(path: str, lines: dict, key_path: tuple, message: str) -> SpecError:
+  """A SpecError naming the deepest known line of `key_path`."""
+  for depth in range(len(key_path), -1, -1):
+    if key_path[:depth] in lines:
+      line = lines[key_path[:depth]]
+      break
+  dotted = ".".join(str(k) for k in key_path) or "(top level)"
+  return SpecError(f"{path}:{line}: {dotted}: {message}")
+
+
+def validation_error(path: str, lines: dict, error: pydantic.ValidationError, prefix=()) -> SpecError:
+  first = error.errors()[0]
+  # Discriminated unions put the variant's tag in the location; it is not a key of the file.
+  loc = tuple(k for k in first["loc"] if k not in ("markov", "text"))
+  message = first["msg"]
+  if first["type"] == "extra_forbidden":
+    message = "unknown key"
+  elif first["type"] == "missing":
+    message = "required key is missing"
+  elif "input" in first and first["type"].endswith("_type"):
+    message = f"{message} (got {first['input']!r})"
+  return error_at(path, lines, prefix + loc, message)
+
+
+def check_family_options(path, lines, model: ModelSpec, key_path: tuple):
+  """Options must be keyword arguments of the family's ladder, of the default's type."""
+  from models import registry
+  try:
+    family = registry.get(model.family)
+  except KeyError as e:
+    raise error_at(path, lines, key_path + ("family",), str(e.args[0])) from None
+  signature = inspect.signature(family.ladder)
+  reserved = {"vocab_size", "seq_len"}
+  for name, value in model.options.items():
+    parameter = signature.parameters.get(name)
+    if parameter is None or name in reserved or parameter.kind != parameter.KEYWORD_ONLY:
+      allowed = [p for p, v in signature.parameters.items() if v.kind == v.KEYWORD_ONLY and p not in reserved]
+      raise error_at(path, lines, key_path + ("options", name), f"unknown option for family {model.family!r}; known: {allowed}")
+    default = parameter.default
+    if default is not inspect.Parameter.empty and type(value) is not type(default):
+      raise error_at(path, lines, key_path + ("options", name),
+                     f"expected {type(default).__name__}, got {value!r}")
