@@ -123,6 +123,21 @@ def train(config: dict, run_dir: str, progress: bool = True) -> dict:
   s = setup(config)
   optimizer, schedule = make_optimizer(config["optimizer"], s.steps)
 
+  # What is known before the first step; the summary says "running" until the end.
+  static = {
+      "trial_id": os.path.basename(os.path.normpath(run_dir)),
+      **s.counts,
+      **s.flops,
+      "steps_planned": s.steps,
+      "tokens_planned": s.steps * s.tokens_per_step,
+      "entropy_floor": s.data.entropy_floor,
+      "arch": dataclasses.asdict(s.arch),
+      "data": s.data.info,
+      "device": f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind} x{jax.device_count()}",
+  }
+  summary_path = os.path.join(run_dir, "summary.json")
+  metrics_lib.write_json_atomic(summary_path, {"status": "running", **static})
+
   # ---- Functional state ----
   graphdef, params = nnx.split(s.model)
   opt_state = optimizer.init(params)
@@ -229,26 +244,20 @@ def train(config: dict, run_dir: str, progress: bool = True) -> dict:
   summary = {
       "status": status,
       "reason": reason,
-      "trial_id": os.path.basename(os.path.normpath(run_dir)),
-      **s.counts,
-      **s.flops,
+      **static,
       "steps": step,
       "tokens": step * s.tokens_per_step,
       "flops": s.flops["flops_per_token"] * step * s.tokens_per_step,
       "flops_6n": s.flops["flops_per_token_6n"] * step * s.tokens_per_step,
       "final_train_loss": float(np.mean(tail)) if tail else None,
       "final_eval_loss": last_eval,
-      "entropy_floor": s.data.entropy_floor,
       "wall_seconds": time.time() - wall_start,
       "compile_seconds": compile_seconds,
       "tokens_per_second": steady_tokens / steady_seconds if steady_seconds > 0 and steady_tokens else None,
       "resumed_from_step": start_step or None,
       "params_sha256": params_sha256(params),
-      "arch": dataclasses.asdict(s.arch),
-      "data": s.data.info,
-      "device": f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind} x{jax.device_count()}",
   }
-  metrics_lib.write_json_atomic(os.path.join(run_dir, "summary.json"), summary)
+  metrics_lib.write_json_atomic(summary_path, summary)
   return summary
 
 

@@ -1,0 +1,83 @@
+"""Loads a sweep directory into pandas: one row per trial, and one row per logged step.
+
+Every number in a plot or report comes from these two tables, which the report
+also writes out as CSV next to the plots.
+"""
+import dataclasses
+import json
+import os
+
+import pandas as pd
+
+from scaling import metrics as metrics_lib
+
+
+@dataclasses.dataclass
+class SweepResults:
+  name: str
+  directory: str
+  trials: pd.DataFrame  # one row per trial: status, axes, summary scalars, flattened config
+  steps: pd.DataFrame  # one row per (trial, step): loss, grad_norm, lr, eval_loss, tokens, flops
+
+
+class LoadError(ValueError):
+  """The directory is not a sweep directory (says which file is missing or broken)."""
+
+
+def _flatten(prefix: str, obj, out: dict) -> dict:
+  if isinstance(obj, dict):
+    for key, value in obj.items():
+      _flatten(f"{prefix}.{key}" if prefix else key, value, out)
+  elif isinstance(obj, (list, tuple)):
+    out[prefix] = json.dumps(obj)
+  else:
+    out[prefix] = obj
+  return out
+
+
+def _trial_ids(directory: str) -> list:
+  manifest = os.path.join(directory, "sweep.json")
+  if os.path.exists(manifest):
+    return [t["id"] for t in metrics_lib.read_json(manifest)["trials"]]
+  return sorted(d for d in os.listdir(directory) if os.path.exists(os.path.join(directory, d, "config.json")))
+
+
+def load_sweep(directory: str) -> SweepResults:
+  if not os.path.isdir(directory):
+    raise LoadError(f"{directory}: not a directory")
+  manifest_path = os.path.join(directory, "sweep.json")
+  if not os.path.exists(manifest_path) and not _trial_ids(directory):
+    raise LoadError(f"{directory}: no sweep.json and no trial directories; is this a sweep output directory?")
+  name = metrics_lib.read_json(manifest_path)["name"] if os.path.exists(manifest_path) else os.path.basename(
+      os.path.normpath(directory))
+  axes = {}
+  if os.path.exists(manifest_path):
+    axes = {t["id"]: t["axes"] for t in metrics_lib.read_json(manifest_path)["trials"]}
+
+  trial_rows, step_frames = [], []
+  for trial_id in _trial_ids(directory):
+    run_dir = os.path.join(directory, trial_id)
+    row = {"trial_id": trial_id, "status": "pending"}
+    row.update({f"axis.{k}": v for k, v in axes.get(trial_id, {}).items()})
+    if os.path.exists(os.path.join(run_dir, "config.json")):
+      _flatten("config", metrics_lib.read_json(os.path.join(run_dir, "config.json")), row)
+    if os.path.exists(os.path.join(run_dir, "summary.json")):
+      summary = metrics_lib.read_json(os.path.join(run_dir, "summary.json"))
+      _flatten("", {k: v for k, v in summary.items() if k != "data"}, row)
+    trial_rows.append(row)
+    rows = metrics_lib.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+    if rows:
+      frame = pd.DataFrame(rows)
+      frame.insert(0, "trial_id", trial_id)
+      if "flops_per_token" in row:
+        frame["flops"] = frame["tokens"] * row["flops_per_token"]
+        frame["flops_6n"] = frame["tokens"] * row["flops_per_token_6n"]
+      step_frames.append(frame)
+
+  trials = pd.DataFrame(trial_rows)
+  steps = pd.concat(step_frames, ignore_index=True) if step_frames else pd.DataFrame(
+      columns=["trial_id", "step", "tokens", "loss", "eval_loss"])
+  for column in ("loss", "grad_norm", "eval_loss"):  # NaN is logged as the string "nan".
+    if column in steps:
+      steps[column] = pd.to_numeric(steps[column], errors="coerce")
+  return SweepResults(name=name, directory=directory, trials=trials, steps=steps)

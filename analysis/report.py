@@ -1,0 +1,168 @@
+"""`python -m analysis plot SWEEP_DIR`: fits, plots and report.md for one sweep.
+
+Writes SWEEP_DIR/analysis/: trials.csv and steps.csv (the DataFrames behind
+every number), fits.json, loss_vs_compute.png, loss_vs_params.png, report.md.
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from analysis import fit as fit_lib
+from analysis import laws, plots
+from analysis.load import LoadError, load_sweep
+from scaling import metrics as metrics_lib
+
+
+def _fit(x, y, bootstrap):
+  try:
+    return fit_lib.fit_law(laws.POWER, x, y, bootstrap=bootstrap, seed=0), None
+  except fit_lib.FitError as e:
+    return None, str(e)
+
+
+def backtest_largest(trials, x_column, floor, bootstrap):
+  """Fits without the largest rung and predicts it; errors in % of the loss and of its reducible part."""
+  ordered = trials.sort_values(x_column)
+  train, held = ordered.iloc[:-1], ordered.iloc[-1]
+  fit, error = _fit(train[x_column].to_numpy(float), train.final_eval_loss.to_numpy(float), bootstrap)
+  if fit is None:
+    return {"skipped": error}
+  x = float(held[x_column])
+  predicted = float(fit.predict(np.array([x]))[0])
+  lo, hi = (fit.predict_interval(np.array([x])) if bootstrap else (np.array([np.nan]),) * 2)
+  observed = float(held.final_eval_loss)
+  result = {
+      "held_out_trial": held.trial_id, "x_column": x_column, "x": x,
+      "observed": observed, "predicted": predicted, "predicted_lo": float(lo[0]), "predicted_hi": float(hi[0]),
+      "error_loss_pct": 100 * abs(predicted - observed) / observed,
+      "error_reducible_pct": None,
+      "n_fit_points": int(len(train)),
+  }
+  if floor is not None and observed > floor:
+    result["error_reducible_pct"] = 100 * abs(predicted - observed) / (observed - floor)
+  return result
+
+
+def analyze(directory, params_column="params_non_embedding", compute_column="flops", bootstrap=200) -> dict:
+  results = load_sweep(directory)
+  out_dir = os.path.join(directory, "analysis")
+  os.makedirs(out_dir, exist_ok=True)
+  trials, steps = results.trials, results.steps
+  trials.to_csv(os.path.join(out_dir, "trials.csv"), index=False)
+  steps.to_csv(os.path.join(out_dir, "steps.csv"), index=False)
+
+  done = trials[trials.status == "done"] if "status" in trials else trials.iloc[:0]
+  done = done[np.isfinite(done.get("final_eval_loss", np.nan).astype(float))]
+  excluded = trials[~trials.trial_id.isin(done.trial_id)]
+  floors = done["entropy_floor"].dropna().unique() if "entropy_floor" in done else []
+  floor = float(floors[0]) if len(floors) == 1 else None
+
+  fits, fit_errors = {}, {}
+  if len(done):
+    for column in (params_column, compute_column):
+      fits[column], fit_errors[column] = _fit(done[column].to_numpy(float), done.final_eval_loss.to_numpy(float),
+                                              bootstrap)
+  backtest = backtest_largest(done, params_column, floor, bootstrap) if len(done) >= 2 else {
+      "skipped": "needs at least 2 finished trials"}
+
+  plots.loss_vs_compute(os.path.join(out_dir, "loss_vs_compute.png"), done, steps, fits.get(compute_column),
+                        compute_column, floor)
+  plots.loss_vs_params(os.path.join(out_dir, "loss_vs_params.png"), done, fits.get(params_column), params_column,
+                       floor, backtest if "predicted" in backtest else None)
+
+  summary = {
+      "sweep": results.name,
+      "n_trials": int(len(trials)), "n_done": int(len(done)),
+      "excluded": {r.trial_id: r.status for r in excluded.itertuples()},
+      "entropy_floor": floor,
+      "fits": {c: (f.to_dict() if f is not None else {"error": fit_errors[c]}) for c, f in fits.items()},
+      "backtest": backtest,
+  }
+  metrics_lib.write_json_atomic(os.path.join(out_dir, "fits.json"), summary)
+  with open(os.path.join(out_dir, "report.md"), "w") as f:
+    f.write(_markdown(summary, done, excluded, fits, params_column, compute_column))
+  summary["report"] = os.path.join(out_dir, "report.md")
+  return summary
+
+
+def _interval(fit, name, digits=4):
+  lo, hi = fit.ci[name]
+  ci = f" [{lo:.{digits}g}, {hi:.{digits}g}]" if np.isfinite(lo) else ""
+  return f"{fit.params[name]:.{digits}g}{ci}"
+
+
+def _markdown(summary, done, excluded, fits, params_column, compute_column) -> str:
+  lines = [f"# Sweep `{summary['sweep']}`", "",
+           f"{summary['n_done']} of {summary['n_trials']} trials finished and are fitted.", ""]
+  if len(excluded):
+    lines += ["Excluded from the fits (not finished): " +
+              ", ".join(f"`{r.trial_id}` ({r.status})" for r in excluded.itertuples()), ""]
+  lines += ["## Trials", "", "| trial | size | non-embedding params | total params | tokens | FLOPs | final eval loss | tokens/s | wall s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+  for _, r in done.sort_values(params_column).iterrows():
+    lines.append(f"| `{r.trial_id}` | {r.get('config.model.size', '')} | {r.params_non_embedding:,.0f} | "
+                 f"{r.params_total:,.0f} | {r.tokens:,.0f} | {r.flops:.3g} | {r.final_eval_loss:.4f} | "
+                 f"{r.get('tokens_per_second', np.nan):,.0f} | {r.wall_seconds:.1f} |")
+  lines += ["", "## Fitted laws: L = E + A * X^-alpha (final eval loss, 95% bootstrap intervals)", ""]
+  for column, fit in fits.items():
+    if fit is None:
+      lines.append(f"- X = {column}: not fitted: {summary['fits'][column]['error']}")
+      continue
+    lines.append(f"- X = `{column}`: E = {_interval(fit, 'E')}, A = {_interval(fit, 'A')}, "
+                 f"alpha = {_interval(fit, 'alpha')} ({fit.n_points} points)")
+  if summary["entropy_floor"] is not None:
+    lines += ["", f"True entropy floor of the synthetic data (Bayes-optimal loss at this context length): "
+              f"**{summary['entropy_floor']:.4f}** nats/token. A fitted E above it means the ladder has not yet "
+              f"reached the regime where capacity, not the data, limits the loss."]
+  bt = summary["backtest"]
+  lines += ["", "## Backtest: fit without the largest rung, predict it", ""]
+  if "skipped" in bt:
+    lines.append(f"Skipped: {bt['skipped']}.")
+  else:
+    lines.append(f"Held out `{bt['held_out_trial']}` ({bt['x_column']} = {bt['x']:,.0f}); fitted on {bt['n_fit_points']} rungs.")
+    lines.append(f"Observed {bt['observed']:.4f}, predicted {bt['predicted']:.4f} "
+                 f"[{bt['predicted_lo']:.4f}, {bt['predicted_hi']:.4f}]: error {bt['error_loss_pct']:.2f}% on the loss"
+                 + (f", **{bt['error_reducible_pct']:.1f}%** on its reducible part (loss minus the true floor)."
+                    if bt["error_reducible_pct"] is not None else "."))
+  lines += ["", "## Files", "", "- `trials.csv`, `steps.csv`: every plotted number, one row per trial / per step",
+            "- `fits.json`: the fits and backtest above", "- `loss_vs_compute.png`, `loss_vs_params.png`", ""]
+  return "\n".join(lines)
+
+
+def backtest_line(summary) -> str:
+  bt = summary["backtest"]
+  if "skipped" in bt:
+    return f"backtest skipped: {bt['skipped']}"
+  line = (f"backtest (largest rung held out): observed {bt['observed']:.4f}, predicted {bt['predicted']:.4f}; "
+          f"error {bt['error_loss_pct']:.2f}% on the loss")
+  if bt["error_reducible_pct"] is not None:
+    line += f", {bt['error_reducible_pct']:.1f}% on the reducible part (true floor {summary['entropy_floor']:.4f})"
+  return line
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m analysis plot")
+  parser.error = lambda message: (print(f"error: {message}", file=sys.stderr), sys.exit(2))
+  parser.add_argument("sweep_dir")
+  parser.add_argument("--params", default="params_non_embedding", choices=["params_non_embedding", "params_total"],
+                      help="parameter-count convention for the N law (Kaplan: non-embedding; Chinchilla: total)")
+  parser.add_argument("--compute", default="flops", choices=["flops", "flops_6n"],
+                      help="compute convention: exact per-layer count with attention, or 6N")
+  parser.add_argument("--bootstrap", type=int, default=200)
+  args = parser.parse_args(argv)
+  try:
+    summary = analyze(args.sweep_dir, args.params, args.compute, args.bootstrap)
+  except LoadError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  for column, fit in summary["fits"].items():
+    if "params" in fit:
+      p, ci = fit["params"], fit["ci"]
+      print(f"fit vs {column}: E={p['E']:.4f} [{ci['E'][0]:.4f}, {ci['E'][1]:.4f}] "
+            f"alpha={p['alpha']:.4f} [{ci['alpha'][0]:.4f}, {ci['alpha'][1]:.4f}]")
+  print(backtest_line(summary))
+  print(f"report: {summary['report']}")
+  return 0
