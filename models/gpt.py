@@ -166,8 +166,11 @@ def flops_per_token(cfg: GPTConfig) -> dict:
 
 def build(cfg: GPTConfig, seed: int) -> GPT:
   # Logical axes stay metadata here; scaling/ maps them onto a mesh when there is one.
+  # One jitted init: eager init compiles every distinct parameter shape separately (seconds on CPU).
   with nnx.use_eager_sharding(False):
-    return GPT(cfg, nnx.Rngs(params=seed))
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: GPT(cfg, nnx.Rngs(params=seed))))
+    state = jax.jit(lambda: nnx.split(GPT(cfg, nnx.Rngs(params=seed)))[1])()
+  return nnx.merge(graphdef, state)
 
 
 registry.register("gpt", ladder=ladder, build=build, flops_per_token=flops_per_token,

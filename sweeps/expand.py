@@ -103,7 +103,9 @@ def _expects_sequence(key_path) -> bool:
 
 def _fields_of(model) -> dict:
   """Field annotations of a model, or of every variant of a discriminated union."""
-  variants = typing.get_args(typing.get_args(model)[0]) if typing.get_origin(model) is typing.Annotated else (model,)
+  if typing.get_origin(model) is typing.Annotated:
+    model = typing.get_args(model)[0]
+  variants = typing.get_args(model) if typing.get_origin(model) is typing.Union else (model,)
   fields = {}
   for variant in variants:
     if isinstance(variant, type) and issubclass(variant, pydantic.BaseModel):

@@ -33,11 +33,17 @@ class MarkovData(_Strict):
   kind: Literal["markov"]
   vocab_size: int = pydantic.Field(16, ge=2, le=4096)
   order: int = pydantic.Field(3, ge=1, le=8)
-  mix: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4)
+  mix: Annotated[tuple[float, ...], pydantic.Field(strict=False)] = (0.1, 0.2, 0.3, 0.4)  # YAML gives a list
   support: int = pydantic.Field(3, ge=1)
   concentration: float = pydantic.Field(0.5, gt=0)
   zipf: float = pydantic.Field(1.0, ge=0)
   seed: int = 0
+
+  @pydantic.model_validator(mode="after")
+  def _valid_language(self):
+    from scaling.data.markov import MarkovSpec  # One source of truth for what a language may be.
+    MarkovSpec(**{k: v for k, v in self.model_dump().items() if k != "kind"})
+    return self
 
 
 class TextData(_Strict):
@@ -195,3 +201,7 @@ def check_family_options(path, lines, model: ModelSpec, key_path: tuple):
     if default is not inspect.Parameter.empty and type(value) is not type(default):
       raise error_at(path, lines, key_path + ("options", name),
                      f"expected {type(default).__name__}, got {value!r}")
+  try:  # The ladder's own checks (e.g. width divisible by head_dim), before anything runs.
+    family.ladder(model.size, vocab_size=2, seq_len=2, **model.options)
+  except ValueError as e:
+    raise error_at(path, lines, key_path + ("options",), str(e)) from None
