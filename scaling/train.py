@@ -149,6 +149,9 @@ def train(config: dict, run_dir: str, progress: bool = True) -> dict:
   @jax.jit
   def train_step(params, opt_state, batch, step):
     loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+    if train_cfg["inject_nan_at_step"] is not None:  # Fault injection for tests of divergence handling.
+      poison = jnp.where(step + 1 == train_cfg["inject_nan_at_step"], jnp.nan, 1.0)
+      loss, grads = loss * poison, jax.tree.map(lambda g: g * poison, grads)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     return params, opt_state, {"loss": loss, "grad_norm": optax.global_norm(grads), "lr": schedule(step)}
@@ -172,7 +175,9 @@ def train(config: dict, run_dir: str, progress: bool = True) -> dict:
 
   # ---- Train loop ----
   bar = _progress_bar(progress, s.steps, start_step, config)
-  pending, recent_losses, last_eval = [], [], None
+  pending, last_eval = [], None
+  # Losses logged before a resume count towards final_train_loss and spike detection.
+  recent_losses = [r["loss"] for r in metrics_lib.read_metrics(metrics_path) if "loss" in r][-20:]
   compile_seconds = steady_start = None
   steady_first_step, side_seconds = start_step, 0.0  # side: eval + checkpoint time, not training
   last_checkpoint_time = wall_start = time.time()
@@ -205,9 +210,9 @@ def train(config: dict, run_dir: str, progress: bool = True) -> dict:
         compile_seconds = steady_start - wall_start
       if len(pending) >= train_cfg["flush_every"] or is_last or step % train_cfg["eval_every"] == 0:
         rows = flush()
-        bad = [r for r in rows if not math.isfinite(r["loss"]) or not math.isfinite(r["grad_norm"])]
-        if bad:
-          status, reason = "diverged", f"non-finite loss or gradient norm at step {bad[0]['step']}"
+        reason = _divergence(rows, recent_losses[:-len(rows)], train_cfg["max_loss_spike"])
+        if reason:
+          status = "diverged"
           break
         if bar is not None:
           bar.update(len(rows))
@@ -233,7 +238,11 @@ def train(config: dict, run_dir: str, progress: bool = True) -> dict:
 
   if bar is not None:
     bar.close()
-  if status == "done":
+  if status == "done" and last_eval is None:  # Resumed from a checkpoint at the last step.
+    last_eval = evaluate(params)
+    if not any(r.get("eval_loss") is not None and r["step"] == step for r in metrics_lib.read_metrics(metrics_path)):
+      writer.write([{"step": step, "tokens": step * s.tokens_per_step, "eval_loss": last_eval}])
+  if status == "done" and checkpoints.latest_step() != step:
     save(step)
   checkpoints.close()
   writer.close()
@@ -259,6 +268,18 @@ def train(config: dict, run_dir: str, progress: bool = True) -> dict:
   }
   metrics_lib.write_json_atomic(summary_path, summary)
   return summary
+
+
+def _divergence(rows, earlier_losses, max_spike):
+  """Why these steps show divergence, or None: a non-finite loss/grad norm, or a loss spike."""
+  history = list(earlier_losses[-20:])
+  for row in rows:
+    if not math.isfinite(row["loss"]) or not math.isfinite(row["grad_norm"]):
+      return f"non-finite loss or gradient norm at step {row['step']}"
+    if max_spike and len(history) >= 5 and row["loss"] > max_spike * np.mean(history[-20:]):
+      return f"loss spike at step {row['step']}: {row['loss']:.4g} > {max_spike:g} x recent mean {np.mean(history[-20:]):.4g}"
+    history.append(row["loss"])
+  return None
 
 
 def _progress_bar(enabled, total, initial, config):

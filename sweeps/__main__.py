@@ -1,5 +1,6 @@
-"""python -m sweeps {run,validate} FILE: validate a sweep YAML, or run it and analyse the results."""
+"""python -m sweeps {run,validate,status}: run a sweep YAML and analyse it, check it, or show its progress."""
 import argparse
+import os
 import sys
 
 from sweeps import expand
@@ -20,9 +21,20 @@ def main(argv=None) -> int:
   run_parser.add_argument("--out", default="runs", help="output root; the sweep goes in OUT/<name>/")
   run_parser.add_argument("--no-progress", action="store_true")
   run_parser.add_argument("--no-analysis", action="store_true")
+  run_parser.add_argument("--retries", type=int, default=1, help="re-runs of a crashed trial before it is marked failed")
   validate_parser = commands.add_parser("validate", help="check the sweep file and list its trials")
   validate_parser.add_argument("file")
+  status_parser = commands.add_parser("status", help="state, step and last loss of every trial of a sweep directory")
+  status_parser.add_argument("sweep_dir")
   args = parser.parse_args(argv)
+
+  if args.command == "status":
+    from sweeps import status
+    if not os.path.exists(os.path.join(args.sweep_dir, "sweep.json")):
+      print(f"error: {args.sweep_dir}: no sweep.json; expected a directory made by `sweeps run`", file=sys.stderr)
+      return 2
+    print(status.format_table(status.rows(args.sweep_dir)))
+    return 0
 
   try:
     sweep = expand.load(args.file)
@@ -38,11 +50,19 @@ def main(argv=None) -> int:
     return 0
 
   from scaling import runtime
+  from scaling.train import Interrupted
   from sweeps import local
   runtime.configure_jax()
-  statuses = local.run(sweep, args.out, progress=not args.no_progress)
+  try:
+    states = local.run(sweep, args.out, progress=not args.no_progress, retries=args.retries)
+  except (Interrupted, KeyboardInterrupt) as e:
+    print(f"interrupted: {e}; run the same command again to resume", file=sys.stderr)
+    return 130
   directory = local.sweep_dir(args.out, sweep)
-  print(f"sweep {sweep.name}: {sum(s == 'done' for s in statuses.values())}/{len(statuses)} trials done in {directory}")
+  counts = ", ".join(f"{sum(s == k for s in states.values())} {k}" for k in ("diverged", "failed", "running")
+                     if k in states.values())
+  print(f"sweep {sweep.name}: {sum(s == 'done' for s in states.values())}/{len(states)} trials done"
+        + (f" ({counts})" if counts else "") + f" in {directory}")
   if args.no_analysis:
     return 0
   from analysis import report

@@ -2,12 +2,21 @@
 
 The sweep directory holds `sweep.json` (the trial list and grid axes) and one
 run directory per trial named by the trial id. A trial whose summary says
-`done` is skipped, so re-running a sweep only does what is missing.
+`done`, `diverged` or `failed` is finished and skipped, so re-running a sweep
+only does what is missing, resuming interrupted trials from their checkpoints.
+Each trial is claimed before it runs (sweeps/claims.py): a second `sweeps run`
+on the same directory works on other trials instead of duplicating one.
 """
+import json
 import os
 import shutil
+import time
+import traceback
 
 from scaling import metrics as metrics_lib
+from sweeps import claims
+
+FINISHED = ("done", "diverged", "failed")
 
 
 def sweep_dir(out: str, sweep) -> str:
@@ -24,36 +33,82 @@ def write_manifest(directory: str, sweep) -> None:
   })
 
 
-def is_done(run_dir: str) -> bool:
+def read_summary(run_dir: str):
   path = os.path.join(run_dir, "summary.json")
-  return os.path.exists(path) and metrics_lib.read_json(path).get("status") == "done"
+  return metrics_lib.read_json(path) if os.path.exists(path) else None
 
 
-def run(sweep, out: str, progress: bool = True) -> dict:
-  """Trains every trial not yet done; returns {trial id: status}."""
+def state_of(run_dir: str) -> str:
+  """pending, running, done, diverged or failed."""
+  summary = read_summary(run_dir)
+  if summary and summary.get("status") in FINISHED:
+    return summary["status"]
+  return "running" if claims.holder(run_dir) else "pending"
+
+
+def _log_attempt(run_dir: str, record: dict) -> None:
+  with open(os.path.join(run_dir, "attempts.jsonl"), "a") as f:
+    f.write(json.dumps(record) + "\n")
+
+
+def run_trial(trial, run_dir: str, retries: int, progress: bool) -> str:
+  """Trains one claimed trial; retries crashes, then records `failed` with the error."""
   from scaling import train as train_lib  # Imports JAX: keep `validate` fast.
+  for attempt in range(retries + 1):
+    record = {"pid": os.getpid(), "attempt": attempt + 1, "start": time.time()}
+    try:
+      summary = train_lib.train(trial.config(), run_dir, progress=progress)
+    except (train_lib.Interrupted, KeyboardInterrupt):
+      _log_attempt(run_dir, {**record, "end": time.time(), "outcome": "interrupted"})
+      raise
+    except Exception as e:  # A crash of this trial must not stop the sweep.
+      error = f"{type(e).__name__}: {e}".splitlines()[0]
+      _log_attempt(run_dir, {**record, "end": time.time(), "outcome": "crashed", "error": error,
+                             "traceback": traceback.format_exc()})
+      if attempt == retries:
+        previous = read_summary(run_dir) or {}
+        metrics_lib.write_json_atomic(os.path.join(run_dir, "summary.json"), {
+            **previous, "status": "failed", "reason": f"{error} (after {retries + 1} attempts)"})
+        return "failed"
+      continue
+    _log_attempt(run_dir, {**record, "end": time.time(), "outcome": summary["status"]})
+    return summary["status"]
+
+
+def run(sweep, out: str, progress: bool = True, retries: int = 1, log=print) -> dict:
+  """Trains every trial not yet finished; returns {trial id: state}."""
   directory = sweep_dir(out, sweep)
   write_manifest(directory, sweep)
-  statuses = {}
-  todo = [t for t in sweep.trials if not is_done(os.path.join(directory, t.id))]
-  for t in sweep.trials:
-    if t not in todo:
-      statuses[t.id] = "done"
+  states = {t.id: state_of(os.path.join(directory, t.id)) for t in sweep.trials}
+  todo = [t for t in sweep.trials if states[t.id] not in FINISHED]
   bar = None
   if progress:
     from tqdm import tqdm
     bar = tqdm(total=len(sweep.trials), initial=len(sweep.trials) - len(todo), desc=f"sweep {sweep.name}",
                unit="trial", position=0, dynamic_ncols=True)
+    log = bar.write
   for trial in todo:
-    summary = train_lib.train(trial.config(), os.path.join(directory, trial.id), progress=progress)
-    statuses[trial.id] = summary["status"]
+    run_dir = os.path.join(directory, trial.id)
+    claim = claims.try_claim(run_dir)
+    if claim is None:
+      states[trial.id] = "running"
+      log(f"  {trial.id} {_describe(trial)}: claimed by another process, skipped")
+      continue
+    with claim:
+      if state_of(run_dir) in FINISHED:  # Finished by another process since we looked.
+        states[trial.id] = state_of(run_dir)
+        continue
+      states[trial.id] = run_trial(trial, run_dir, retries, progress)
+    summary = read_summary(run_dir)
     if bar is not None:
       bar.update(1)
-      bar.write(f"  {trial.id} {_describe(trial)}: {summary['status']}, eval loss "
-                f"{summary['final_eval_loss']:.4f}, {summary['wall_seconds']:.1f} s")
+    loss = summary.get("final_eval_loss")
+    log(f"  {trial.id} {_describe(trial)}: {states[trial.id]}"
+        + (f", eval loss {loss:.4f}, {summary['wall_seconds']:.1f} s" if loss is not None else "")
+        + (f" ({summary['reason']})" if summary.get("reason") else ""))
   if bar is not None:
     bar.close()
-  return statuses
+  return states
 
 
 def _describe(trial) -> str:

@@ -93,6 +93,8 @@ class TrainSpec(_Strict):
   checkpoint_minutes: float = pydantic.Field(10.0, gt=0)  # also save when this much time passed
   keep_checkpoints: int = pydantic.Field(2, ge=1)
   tensorboard: bool = True
+  max_loss_spike: float = pydantic.Field(0.0, ge=0)  # stop as diverged if loss > this x the recent mean; 0: off
+  inject_nan_at_step: Optional[int] = pydantic.Field(None, ge=1)  # testing: poison this step's gradients
 
 
 class TrialSpec(_Strict):

@@ -15,18 +15,17 @@ from scaling import runtime  # noqa: E402
 
 runtime.configure_jax()
 
-TINY_TRIAL = {
+from sweeps.spec import TrialSpec  # noqa: E402
+
+# Resolved through the schema, so every default the trainer reads is present.
+TINY_TRIAL = TrialSpec.model_validate({
     "model": {"family": "gpt", "size": 1, "options": {"aspect_ratio": 16, "head_dim": 8}},
     "data": {"kind": "markov", "vocab_size": 8, "order": 2, "mix": [0.2, 0.3, 0.5], "support": 2,
              "concentration": 0.5, "zipf": 1.0, "seed": 0},
-    "train": {"seq_len": 16, "batch_size": 8, "horizon": {"tokens": 8 * 16 * 40, "tokens_per_param": None,
-                                                          "param_count": "non_embedding"},
-              "eval_every": 20, "eval_batches": 2, "flush_every": 5, "checkpoint_every": 20,
-              "checkpoint_minutes": 10.0, "keep_checkpoints": 2, "tensorboard": True},
-    "optimizer": {"name": "adamw", "lr": 1e-2, "weight_decay": 0.0, "b1": 0.9, "b2": 0.95, "eps": 1e-8,
-                  "warmup_steps": 5, "min_lr_ratio": 0.1, "grad_clip": 1.0},
-    "seed": 0,
-}
+    "train": {"seq_len": 16, "batch_size": 8, "horizon": {"tokens": 8 * 16 * 40}, "eval_every": 20,
+              "eval_batches": 2, "flush_every": 5, "checkpoint_every": 20},
+    "optimizer": {"lr": 1e-2, "weight_decay": 0.0, "warmup_steps": 5},
+}).model_dump(mode="json")
 
 
 @pytest.fixture

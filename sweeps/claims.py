@@ -1,0 +1,100 @@
+"""Per-trial claims with a heartbeat lease, so concurrent launches never train one trial twice.
+
+A claim is `run_dir/claim.json`, created with O_EXCL (atomic on POSIX file
+systems). Its holder touches it every HEARTBEAT seconds from a background
+thread; a claim untouched for LEASE seconds belongs to a dead process and may be
+taken over, under a takeover lock so that two contenders cannot both win it.
+"""
+import json
+import os
+import socket
+import threading
+import time
+
+HEARTBEAT_SECONDS = 5.0
+LEASE_SECONDS = 30.0
+
+
+class Claim:
+  """Held claim on one run directory; release() or use as a context manager."""
+
+  def __init__(self, path: str):
+    self.path = path
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._beat, daemon=True)
+    self._thread.start()
+
+  def _beat(self):
+    while not self._stop.wait(HEARTBEAT_SECONDS):
+      try:
+        os.utime(self.path)
+      except FileNotFoundError:
+        return
+
+  def release(self):
+    self._stop.set()
+    self._thread.join()
+    _remove(self.path)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.release()
+
+
+def _create(path: str) -> bool:
+  try:
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+  except FileExistsError:
+    return False
+  with os.fdopen(fd, "w") as f:
+    json.dump({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}, f)
+  return True
+
+
+def holder(run_dir: str):
+  """The live claim's contents, or None if the trial is unclaimed or its claim is stale."""
+  path = os.path.join(run_dir, "claim.json")
+  try:
+    with open(path) as f:
+      info = json.load(f)
+  except (FileNotFoundError, json.JSONDecodeError):
+    return None
+  return info if _age(path) < LEASE_SECONDS else None
+
+
+def try_claim(run_dir: str):
+  """A Claim if this process now holds the trial, else None (someone alive holds it)."""
+  os.makedirs(run_dir, exist_ok=True)
+  path = os.path.join(run_dir, "claim.json")
+  if _create(path):
+    return Claim(path)
+  # Taking over a stale claim happens under a short-lived lock, so only one contender
+  # can judge it stale and replace it.
+  lock = f"{path}.takeover"
+  if not _create(lock):
+    if _age(lock) > LEASE_SECONDS:  # A contender died mid-takeover.
+      _remove(lock)
+    return None
+  try:
+    if _age(path) < LEASE_SECONDS:
+      return None
+    _remove(path)
+    return Claim(path) if _create(path) else None
+  finally:
+    _remove(lock)
+
+
+def _age(path: str) -> float:
+  try:
+    return time.time() - os.stat(path).st_mtime
+  except FileNotFoundError:
+    return float("inf")
+
+
+def _remove(path: str) -> None:
+  try:
+    os.remove(path)
+  except FileNotFoundError:
+    pass
