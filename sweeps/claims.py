@@ -2,8 +2,9 @@
 
 A claim is `run_dir/claim.json`, created with O_EXCL (atomic on POSIX file
 systems). Its holder touches it every HEARTBEAT seconds from a background
-thread; a claim untouched for LEASE seconds belongs to a dead process and may be
-taken over, under a takeover lock so that two contenders cannot both win it.
+thread; a claim untouched for LEASE seconds, or whose process is gone from this
+host, belongs to a dead process and may be taken over, under a takeover lock so
+that two contenders cannot both win it.
 """
 import json
 import os
@@ -53,15 +54,37 @@ def _create(path: str) -> bool:
   return True
 
 
+def _dead(info: dict) -> bool:
+  """True when the claim's process is known to be gone: same host, no such pid."""
+  if info.get("host") != socket.gethostname():
+    return False  # Another machine's process: only its heartbeat can tell.
+  try:
+    os.kill(int(info["pid"]), 0)
+  except ProcessLookupError:
+    return True
+  except (PermissionError, KeyError, ValueError, TypeError):
+    return False
+  return False
+
+
+def _read(path: str):
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (FileNotFoundError, json.JSONDecodeError):
+    return None
+
+
+def _stale(path: str) -> bool:
+  info = _read(path)
+  return _age(path) >= LEASE_SECONDS or (info is not None and _dead(info))
+
+
 def holder(run_dir: str):
   """The live claim's contents, or None if the trial is unclaimed or its claim is stale."""
   path = os.path.join(run_dir, "claim.json")
-  try:
-    with open(path) as f:
-      info = json.load(f)
-  except (FileNotFoundError, json.JSONDecodeError):
-    return None
-  return info if _age(path) < LEASE_SECONDS else None
+  info = _read(path)
+  return None if info is None or _stale(path) else info
 
 
 def try_claim(run_dir: str):
@@ -78,7 +101,7 @@ def try_claim(run_dir: str):
       _remove(lock)
     return None
   try:
-    if _age(path) < LEASE_SECONDS:
+    if not _stale(path):
       return None
     _remove(path)
     return Claim(path) if _create(path) else None

@@ -1,0 +1,188 @@
+"""Runs that survive SIGKILL, SIGTERM, divergence and concurrent launches, through the real CLI."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from scaling import metrics as metrics_lib
+from scaling import train as train_lib
+from sweeps import expand
+from tests.conftest import ROOT, write
+
+TRIAL = """\
+name: {name}
+model: {{family: gpt, size: {size}, options: {{aspect_ratio: 16, head_dim: 8}}}}
+data: {{kind: markov, vocab_size: 8, order: 2, mix: [0.2, 0.3, 0.5]}}
+train:
+  seq_len: 16
+  batch_size: 8
+  horizon: {{tokens: {tokens}}}
+  eval_every: 20
+  eval_batches: 2
+  flush_every: 1
+  checkpoint_every: {checkpoint_every}
+  tensorboard: false
+  inject_nan_at_step: {nan}
+optimizer: {{lr: 1e-2, warmup_steps: 5}}
+"""
+STEPS = 60
+
+
+def sweep_file(tmp_path, name="t", size="1", steps=STEPS, checkpoint_every=5, nan="null"):
+  return write(tmp_path, f"{name}.yaml", TRIAL.format(name=name, size=size, tokens=steps * 8 * 16,
+                                                      checkpoint_every=checkpoint_every, nan=nan))
+
+
+def launch(path, out):
+  return subprocess.Popen([sys.executable, "-m", "sweeps", "run", path, "--out", str(out), "--no-progress",
+                           "--no-analysis"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def last_step(run_dir):
+  rows = metrics_lib.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+  return max((r["step"] for r in rows if "loss" in r), default=0)
+
+
+def wait_for(predicate, process, timeout=240):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if predicate() or process.poll() is not None:
+      return
+    time.sleep(0.02)
+  process.kill()
+  raise AssertionError("timed out waiting for the trial to progress")
+
+
+def assert_each_step_once(run_dir, steps=STEPS):
+  rows = metrics_lib.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+  assert [r["step"] for r in rows if "loss" in r] == list(range(1, steps + 1))
+
+
+def test_sigkill_at_random_points_then_resume_is_bit_exact(tmp_path):
+  path = sweep_file(tmp_path)
+  trial = expand.load(path).trials[0]
+  reference = train_lib.train(trial.config(), str(tmp_path / "reference"), progress=False)
+
+  out = tmp_path / "runs"
+  run_dir = str(out / "t" / trial.id)
+  seed = int.from_bytes(os.urandom(4), "little")
+  kill_steps = sorted(random.Random(seed).sample(range(2, STEPS), 5))
+  print(f"kill seed {seed}: SIGKILL at steps {kill_steps}")
+  for kill_step in kill_steps:
+    process = launch(path, out)
+    wait_for(lambda: last_step(run_dir) >= kill_step, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+  final = launch(path, out)
+  _, stderr = final.communicate(timeout=300)
+  assert final.returncode == 0, stderr[-2000:]
+
+  summary = metrics_lib.read_json(os.path.join(run_dir, "summary.json"))
+  assert summary["status"] == "done"
+  assert summary["resumed_from_step"] is not None
+  assert summary["params_sha256"] == reference["params_sha256"], f"kill seed {seed}"
+  assert summary["final_eval_loss"] == reference["final_eval_loss"]
+  assert summary["final_train_loss"] == reference["final_train_loss"]
+  assert_each_step_once(run_dir)
+
+
+def test_sigterm_saves_a_checkpoint_before_exit(tmp_path):
+  path = sweep_file(tmp_path, steps=400, checkpoint_every=0)  # no periodic checkpoints
+  trial = expand.load(path).trials[0]
+  out = tmp_path / "runs"
+  run_dir = str(out / "t" / trial.id)
+  process = launch(path, out)
+  wait_for(lambda: last_step(run_dir) >= 10, process)
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=120)
+  assert process.returncode == 130 and "resume" in stderr, stderr[-2000:]
+  from scaling.checkpoint import Checkpoints
+  checkpoints = Checkpoints(run_dir)
+  saved = checkpoints.latest_step()
+  checkpoints.close()
+  assert saved is not None and saved >= 10
+  assert saved == last_step(run_dir)  # the checkpoint holds every logged step
+  assert metrics_lib.read_json(os.path.join(run_dir, "summary.json"))["status"] == "running"
+
+
+def test_killed_sweep_relaunched_runs_every_trial_exactly_once(tmp_path):
+  path = sweep_file(tmp_path, name="ladder", size="[1, 2, 3]", steps=40, checkpoint_every=10)
+  trials = expand.load(path).trials
+  out = tmp_path / "runs"
+  dirs = [str(out / "ladder" / t.id) for t in trials]
+  process = launch(path, out)
+  wait_for(lambda: os.path.exists(os.path.join(dirs[0], "summary.json")) and
+           metrics_lib.read_json(os.path.join(dirs[0], "summary.json"))["status"] == "done" and
+           last_step(dirs[1]) >= 15, process)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  first_done = os.stat(os.path.join(dirs[0], "summary.json")).st_mtime_ns
+
+  again = launch(path, out)
+  stdout, stderr = again.communicate(timeout=300)
+  assert again.returncode == 0, stderr[-2000:]
+  assert "3/3 trials done" in stdout
+  assert os.stat(os.path.join(dirs[0], "summary.json")).st_mtime_ns == first_done  # not re-run
+  for run_dir in dirs:
+    outcomes = [json.loads(line)["outcome"] for line in open(os.path.join(run_dir, "attempts.jsonl"))]
+    assert outcomes == ["done"], outcomes
+    assert_each_step_once(run_dir, steps=40)
+  status = subprocess.run([sys.executable, "-m", "sweeps", "status", str(out / "ladder")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+  assert status.returncode == 0 and status.stdout.count(" done ") == 3 and "40/40" in status.stdout
+
+
+def test_injected_nan_marks_the_trial_diverged_and_the_sweep_finishes(tmp_path):
+  path = sweep_file(tmp_path, name="nan", steps=20, checkpoint_every=5, nan="[null, 8]")
+  out = tmp_path / "runs"
+  result = subprocess.run([sys.executable, "-m", "sweeps", "run", path, "--out", str(out), "--no-progress"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "1/2 trials done (1 diverged)" in result.stdout
+  trials = {t.axes["train.inject_nan_at_step"]: t.id for t in expand.load(path).trials}
+  diverged = metrics_lib.read_json(str(out / "nan" / trials[8] / "summary.json"))
+  assert diverged["status"] == "diverged" and "step 8" in diverged["reason"]
+  from scaling.checkpoint import Checkpoints
+  checkpoints = Checkpoints(str(out / "nan" / trials[8]))
+  assert checkpoints.latest_step() == 5  # the last good checkpoint, nothing after the NaN
+  checkpoints.close()
+  report = (out / "nan" / "analysis" / "report.md").read_text()
+  assert f"`{trials[8]}` (diverged)" in report
+  status = subprocess.run([sys.executable, "-m", "sweeps", "status", str(out / "nan")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+  assert "diverged" in status.stdout and "non-finite" in status.stdout
+
+
+def test_two_concurrent_launches_never_run_a_trial_twice(tmp_path):
+  path = sweep_file(tmp_path, name="both", size="[1, 2, 3]", steps=30, checkpoint_every=10)
+  out = tmp_path / "runs"
+  processes = [launch(path, out), launch(path, out)]
+  for process in processes:
+    _, stderr = process.communicate(timeout=400)
+    assert process.returncode == 0, stderr[-2000:]
+  for trial in expand.load(path).trials:
+    run_dir = str(out / "both" / trial.id)
+    attempts = [json.loads(line) for line in open(os.path.join(run_dir, "attempts.jsonl"))]
+    assert len(attempts) == 1 and attempts[0]["outcome"] == "done"
+    assert_each_step_once(run_dir, steps=30)
+    assert not os.path.exists(os.path.join(run_dir, "claim.json"))
+
+
+def test_stale_claim_of_a_dead_process_is_taken_over(tmp_path):
+  from sweeps import claims
+  run_dir = str(tmp_path / "trial")
+  held = claims.try_claim(run_dir)
+  assert held is not None and claims.try_claim(run_dir) is None  # a live holder keeps it
+  held._stop.set()
+  dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+  with open(held.path, "w") as f:  # as if written by a process that has exited
+    json.dump({"pid": int(dead.stdout), "host": __import__("socket").gethostname(), "since": 0}, f)
+  assert claims.holder(run_dir) is None
+  taken = claims.try_claim(run_dir)
+  assert taken is not None
+  taken.release()
