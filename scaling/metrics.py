@@ -67,14 +67,18 @@ def truncate_metrics(path: str, last_step: int) -> None:
 class MetricsWriter:
   """Appends rows to metrics.jsonl and mirrors scalars into TensorBoard event files."""
 
-  def __init__(self, run_dir: str, tensorboard: bool = True):
-    self._file = open(os.path.join(run_dir, "metrics.jsonl"), "a")
+  def __init__(self, run_dir: str, tensorboard: bool = True, enabled: bool = True):
+    """enabled=False (processes other than 0 of a multi-host job) makes every call a no-op."""
+    self._enabled = enabled
+    self._file = open(os.path.join(run_dir, "metrics.jsonl"), "a") if enabled else None
     self._tb = None
-    if tensorboard:
+    if tensorboard and enabled:
       from tensorboardX import SummaryWriter  # Writes event files without TensorFlow.
       self._tb = SummaryWriter(os.path.join(run_dir, "tensorboard"), flush_secs=30)
 
   def write(self, rows: list) -> None:
+    if not self._enabled:
+      return
     for row in rows:
       self._file.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
       if self._tb is not None:
@@ -84,6 +88,7 @@ class MetricsWriter:
     self._file.flush()
 
   def close(self) -> None:
-    self._file.close()
+    if self._file is not None:
+      self._file.close()
     if self._tb is not None:
       self._tb.close()

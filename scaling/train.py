@@ -22,6 +22,7 @@ from flax import nnx
 
 from models import counting, registry
 from scaling import checkpoint as checkpoint_lib
+from scaling import mesh as mesh_lib
 from scaling import metrics as metrics_lib
 from scaling.data import Batches
 
@@ -115,13 +116,29 @@ class Interrupted(Exception):
   """Raised after a preemption checkpoint is saved; the run resumes on the next launch."""
 
 
-def train(config: dict, run_dir: str, progress: bool = True) -> dict:
-  """Runs (or resumes) one trial and returns its summary."""
+class DoesNotFit(Exception):
+  """The ahead-of-time compile says a trial needs more memory per device than there is."""
+
+
+DEFAULT_RUNTIME = {"mesh": {"data": -1, "fsdp": 1, "tensor": 1}, "memory_limit_gib": None}
+
+
+def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | None = None) -> dict:
+  """Runs (or resumes) one trial and returns its summary.
+
+  `runtime` says how to run, not what: the mesh and a memory limit. It is not
+  part of the trial id, so the same trial runs on a laptop or a pod slice.
+  """
+  wall_start = time.time()
+  runtime = {**DEFAULT_RUNTIME, **(runtime or {})}
+  writer_process = jax.process_index() == 0  # Only process 0 writes files other than checkpoints.
   os.makedirs(run_dir, exist_ok=True)
-  metrics_lib.write_json_atomic(os.path.join(run_dir, "config.json"), config)
+  if writer_process:
+    metrics_lib.write_json_atomic(os.path.join(run_dir, "config.json"), config)
   train_cfg = config["train"]
   s = setup(config)
   optimizer, schedule = make_optimizer(config["optimizer"], s.steps)
+  mesh = mesh_lib.make_mesh(runtime["mesh"])
 
   # What is known before the first step; the summary says "running" until the end.
   static = {
@@ -134,21 +151,54 @@ def train(config: dict, run_dir: str, progress: bool = True) -> dict:
       "arch": dataclasses.asdict(s.arch),
       "data": s.data.info,
       "device": f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind} x{jax.device_count()}",
+      "mesh": mesh_lib.describe(mesh),
+      "processes": jax.process_count(),
   }
   summary_path = os.path.join(run_dir, "summary.json")
-  metrics_lib.write_json_atomic(summary_path, {"status": "running", **static})
 
-  # ---- Functional state ----
+  def write_summary(summary):
+    if writer_process:
+      metrics_lib.write_json_atomic(summary_path, summary)
+
+  write_summary({"status": "running", **static})
+
+  # ---- Shard & functional state ----
   graphdef, params = nnx.split(s.model)
-  opt_state = optimizer.init(params)
+  param_sharding = mesh_lib.param_shardings(params, mesh)
+  params = jax.device_put(params, param_sharding)
+  static["param_shardings"] = {path: str(spec) for path, spec in mesh_lib.leaf_specs(params)}
+  replicated = mesh_lib.replicated(mesh)
+  # optax's init does not propagate shardings (zeros_like); state follows its parameter.
+  opt_sharding = optax.tree_map_params(optimizer, lambda _, sharding: sharding,
+                                       jax.eval_shape(optimizer.init, params), param_sharding,
+                                       transform_non_params=lambda _: replicated)
+  opt_state = jax.jit(optimizer.init, out_shardings=opt_sharding)(params)
+  batch_sharding = mesh_lib.batch_sharding(mesh)
+  compute_dtype = jnp.dtype(train_cfg["compute_dtype"])
+  microbatches = train_cfg["microbatches"]
 
   def loss_fn(params, batch):
+    if compute_dtype != jnp.float32:  # Mixed precision: float32 master weights, low-precision math.
+      params = jax.tree.map(lambda p: p.astype(compute_dtype), params)
     logits = nnx.merge(graphdef, params)(batch[:, :-1])
     return cross_entropy(logits, batch[:, 1:])
 
-  @jax.jit
+  def loss_and_grads(params, batch):
+    if microbatches == 1:
+      return jax.value_and_grad(loss_fn)(params, batch)
+    # Gradient accumulation: scan over microbatches, sum in float32, average.
+    micro = batch.reshape(microbatches, batch.shape[0] // microbatches, batch.shape[1])
+
+    def accumulate(carry, microbatch):
+      loss, grads = jax.value_and_grad(loss_fn)(params, microbatch)
+      return (carry[0] + loss, jax.tree.map(jnp.add, carry[1], grads)), None
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    (loss, grads), _ = jax.lax.scan(accumulate, (jnp.zeros((), jnp.float32), zeros), micro)
+    return loss / microbatches, jax.tree.map(lambda g: g / microbatches, grads)
+
   def train_step(params, opt_state, batch, step):
-    loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+    loss, grads = loss_and_grads(params, batch)
     if train_cfg["inject_nan_at_step"] is not None:  # Fault injection for tests of divergence handling.
       poison = jnp.where(step + 1 == train_cfg["inject_nan_at_step"], jnp.nan, 1.0)
       loss, grads = loss * poison, jax.tree.map(lambda g: g * poison, grads)
@@ -156,8 +206,39 @@ def train(config: dict, run_dir: str, progress: bool = True) -> dict:
     params = optax.apply_updates(params, updates)
     return params, opt_state, {"loss": loss, "grad_norm": optax.global_norm(grads), "lr": schedule(step)}
 
-  eval_step = jax.jit(loss_fn)
-  eval_batches = s.data.eval(train_cfg["eval_batches"])
+  on_cpu = jax.devices()[0].platform == "cpu"
+  train_step = jax.jit(train_step, in_shardings=(param_sharding, opt_sharding, batch_sharding, replicated),
+                       out_shardings=(param_sharding, opt_sharding, replicated),
+                       donate_argnums=() if on_cpu else (0, 1))
+
+  # ---- Ahead-of-time compile: memory per device, before any step runs ----
+  batch_shape = jax.ShapeDtypeStruct((train_cfg["batch_size"], train_cfg["seq_len"] + 1), jnp.int32,
+                                     sharding=batch_sharding)
+  compile_start = time.time()
+  train_step = train_step.lower(params, opt_state, batch_shape, np.int32(0)).compile()
+  memory = _memory_per_device(train_step)
+  static["memory_per_device_bytes"] = memory
+  limit = _memory_limit(runtime["memory_limit_gib"])
+  if memory is not None and limit is not None and memory > limit:
+    reason = (f"needs {memory / 2**30:.3f} GiB per device (parameters, optimizer state, activations) but a device "
+              f"has {limit / 2**30:.3f} GiB; shard more (runtime.mesh fsdp/tensor), use train.microbatches, "
+              f"or lower train.batch_size")
+    write_summary({"status": "failed", "reason": reason, **static})
+    raise DoesNotFit(reason)
+  write_summary({"status": "running", **static})
+
+  eval_step = jax.jit(loss_fn, in_shardings=(param_sharding, batch_sharding), out_shardings=replicated)
+  rows = slice(None)
+  if jax.process_count() > 1:  # Each host draws only its rows of every batch.
+    per_host = train_cfg["batch_size"] // jax.process_count()
+    rows = slice(jax.process_index() * per_host, (jax.process_index() + 1) * per_host)
+
+  def place(batch):
+    if jax.process_count() == 1:
+      return jax.device_put(batch, batch_sharding)
+    return jax.make_array_from_process_local_data(batch_sharding, batch[rows])
+
+  eval_batches = [place(batch) for batch in s.data.eval(train_cfg["eval_batches"])]
 
   def evaluate(params) -> float:
     return float(np.mean([eval_step(params, batch) for batch in eval_batches]))
@@ -170,8 +251,11 @@ def train(config: dict, run_dir: str, progress: bool = True) -> dict:
   if latest is not None:
     state = checkpoints.restore(latest, {"params": params, "opt_state": opt_state})
     params, opt_state, start_step = state["params"], state["opt_state"], latest
-  metrics_lib.truncate_metrics(metrics_path, start_step)  # Steps past the checkpoint are redone.
-  writer = metrics_lib.MetricsWriter(run_dir, tensorboard=train_cfg["tensorboard"])
+  if writer_process:
+    metrics_lib.truncate_metrics(metrics_path, start_step)  # Steps past the checkpoint are redone.
+  writer = metrics_lib.MetricsWriter(run_dir, tensorboard=train_cfg["tensorboard"], enabled=writer_process)
+  # Collectives on a multi-device CPU client deadlock if many steps are in flight: sync every step.
+  sync_every_step = on_cpu and mesh.size > 1
 
   # ---- Train loop ----
   bar = _progress_bar(progress, s.steps, start_step, config)
@@ -180,7 +264,7 @@ def train(config: dict, run_dir: str, progress: bool = True) -> dict:
   recent_losses = [r["loss"] for r in metrics_lib.read_metrics(metrics_path) if "loss" in r][-20:]
   compile_seconds = steady_start = None
   steady_first_step, side_seconds = start_step, 0.0  # side: eval + checkpoint time, not training
-  last_checkpoint_time = wall_start = time.time()
+  last_checkpoint_time = time.time()
   status, reason = "done", None
 
   def flush():
@@ -199,15 +283,17 @@ def train(config: dict, run_dir: str, progress: bool = True) -> dict:
   with _Preemption() as preemption:
     step = start_step
     while step < s.steps:
-      batch = s.data.train(step)
-      params, opt_state, step_metrics = train_step(params, opt_state, batch, step)
+      batch = place(s.data.train(step))
+      params, opt_state, step_metrics = train_step(params, opt_state, batch, np.int32(step))
       step += 1
+      if sync_every_step:
+        jax.block_until_ready(step_metrics["loss"])
       pending.append({"step": step, "tokens": step * s.tokens_per_step, "device": step_metrics})
       is_last = step == s.steps
       if steady_start is None:  # The first step compiles; throughput is timed from its end.
         jax.block_until_ready(step_metrics)
         steady_start, steady_first_step = time.time(), step
-        compile_seconds = steady_start - wall_start
+        compile_seconds = steady_start - compile_start
       if len(pending) >= train_cfg["flush_every"] or is_last or step % train_cfg["eval_every"] == 0:
         rows = flush()
         reason = _divergence(rows, recent_losses[:-len(rows)], train_cfg["max_loss_spike"])
@@ -266,8 +352,29 @@ def train(config: dict, run_dir: str, progress: bool = True) -> dict:
       "resumed_from_step": start_step or None,
       "params_sha256": params_sha256(params),
   }
-  metrics_lib.write_json_atomic(summary_path, summary)
+  write_summary(summary)
   return summary
+
+
+def _memory_per_device(compiled):
+  """Bytes one device holds during a step: arguments + outputs (less donated) + temporaries."""
+  try:
+    m = compiled.memory_analysis()
+    return int(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes)
+  except Exception:  # Not every backend reports it.
+    return None
+
+
+def _memory_limit(limit_gib):
+  """Per-device memory in bytes: the config's limit, the device's own, or host RAM on CPU."""
+  if limit_gib is not None:
+    return int(limit_gib * 2**30)
+  stats = jax.devices()[0].memory_stats() or {}
+  if "bytes_limit" in stats:
+    return int(stats["bytes_limit"])
+  if jax.devices()[0].platform == "cpu":
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // jax.local_device_count()
+  return None
 
 
 def _divergence(rows, earlier_losses, max_spike):

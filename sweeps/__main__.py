@@ -21,7 +21,8 @@ def main(argv=None) -> int:
   run_parser.add_argument("--out", default="runs", help="output root; the sweep goes in OUT/<name>/")
   run_parser.add_argument("--no-progress", action="store_true")
   run_parser.add_argument("--no-analysis", action="store_true")
-  run_parser.add_argument("--retries", type=int, default=1, help="re-runs of a crashed trial before it is marked failed")
+  run_parser.add_argument("--retries", type=int, default=None,
+                          help="re-runs of a crashed trial before it is marked failed (default: runtime.retries)")
   validate_parser = commands.add_parser("validate", help="check the sweep file and list its trials")
   validate_parser.add_argument("file")
   status_parser = commands.add_parser("status", help="state, step and last loss of every trial of a sweep directory")
@@ -49,10 +50,18 @@ def main(argv=None) -> int:
       print(f"  {trial.id}  {axes}")
     return 0
 
+  from scaling import mesh as mesh_lib
   from scaling import runtime
   from scaling.train import Interrupted
   from sweeps import local
+  from sweeps.spec import error_at, read_yaml
   runtime.configure_jax()
+  import jax
+  try:  # A mesh larger than the machine is refused before anything is written.
+    mesh_lib.mesh_shape(sweep.runtime.mesh.model_dump(), jax.device_count())
+  except mesh_lib.MeshError as e:
+    print(f"error: {error_at(args.file, read_yaml(args.file)[1], ('runtime', 'mesh'), str(e))}", file=sys.stderr)
+    return 2
   try:
     states = local.run(sweep, args.out, progress=not args.no_progress, retries=args.retries)
   except (Interrupted, KeyboardInterrupt) as e:

@@ -17,7 +17,7 @@ import pydantic
 
 from sweeps import spec as spec_lib
 
-_TOP_LEVEL = ("name", "model", "data", "train", "optimizer", "seed")
+_TOP_LEVEL = ("name", "model", "data", "train", "optimizer", "seed", "runtime")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -47,7 +47,11 @@ def load(path: str) -> spec_lib.Sweep:
   if not isinstance(name, str) or not _NAME.match(name):
     raise spec_lib.error_at(path, lines, ("name",),
                             "expected a sweep name of letters, digits, '_', '-', '.' (it names the output folder)")
-  body = {k: v for k, v in document.items() if k != "name"}
+  try:
+    runtime = spec_lib.RuntimeSpec.model_validate(document.get("runtime") or {})
+  except pydantic.ValidationError as e:
+    raise spec_lib.validation_error(path, lines, e, prefix=("runtime",)) from None
+  body = {k: v for k, v in document.items() if k not in ("name", "runtime")}
   axes = _find_axes(body)
   n_trials = math.prod(len(values) for _, values in axes)
   if n_trials > spec_lib.MAX_TRIALS:
@@ -73,7 +77,7 @@ def load(path: str) -> spec_lib.Sweep:
     if trial.id not in seen:  # Two grid points that resolve to the same config run once.
       seen.add(trial.id)
       trials.append(trial)
-  return spec_lib.Sweep(name=name, path=path, trials=trials)
+  return spec_lib.Sweep(name=name, path=path, trials=trials, runtime=runtime)
 
 
 def _find_axes(node, key_path=()) -> list:

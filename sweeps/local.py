@@ -51,13 +51,17 @@ def _log_attempt(run_dir: str, record: dict) -> None:
     f.write(json.dumps(record) + "\n")
 
 
-def run_trial(trial, run_dir: str, retries: int, progress: bool) -> str:
+def run_trial(trial, run_dir: str, runtime: dict, progress: bool) -> str:
   """Trains one claimed trial; retries crashes, then records `failed` with the error."""
   from scaling import train as train_lib  # Imports JAX: keep `validate` fast.
+  retries = runtime["retries"]
   for attempt in range(retries + 1):
     record = {"pid": os.getpid(), "attempt": attempt + 1, "start": time.time()}
     try:
-      summary = train_lib.train(trial.config(), run_dir, progress=progress)
+      summary = train_lib.train(trial.config(), run_dir, progress=progress, runtime=runtime)
+    except train_lib.DoesNotFit as e:  # Retrying cannot help; the summary already says why.
+      _log_attempt(run_dir, {**record, "end": time.time(), "outcome": "failed", "error": str(e)})
+      return "failed"
     except (train_lib.Interrupted, KeyboardInterrupt):
       _log_attempt(run_dir, {**record, "end": time.time(), "outcome": "interrupted"})
       raise
@@ -75,8 +79,11 @@ def run_trial(trial, run_dir: str, retries: int, progress: bool) -> str:
     return summary["status"]
 
 
-def run(sweep, out: str, progress: bool = True, retries: int = 1, log=print) -> dict:
+def run(sweep, out: str, progress: bool = True, retries: int | None = None, log=print) -> dict:
   """Trains every trial not yet finished; returns {trial id: state}."""
+  runtime = sweep.runtime.model_dump()
+  if retries is not None:
+    runtime["retries"] = retries
   directory = sweep_dir(out, sweep)
   write_manifest(directory, sweep)
   states = {t.id: state_of(os.path.join(directory, t.id)) for t in sweep.trials}
@@ -98,7 +105,7 @@ def run(sweep, out: str, progress: bool = True, retries: int = 1, log=print) -> 
       if state_of(run_dir) in FINISHED:  # Finished by another process since we looked.
         states[trial.id] = state_of(run_dir)
         continue
-      states[trial.id] = run_trial(trial, run_dir, retries, progress)
+      states[trial.id] = run_trial(trial, run_dir, runtime, progress)
     summary = read_summary(run_dir)
     if bar is not None:
       bar.update(1)

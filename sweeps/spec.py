@@ -93,8 +93,38 @@ class TrainSpec(_Strict):
   checkpoint_minutes: float = pydantic.Field(10.0, gt=0)  # also save when this much time passed
   keep_checkpoints: int = pydantic.Field(2, ge=1)
   tensorboard: bool = True
+  compute_dtype: Literal["float32", "bfloat16"] = "float32"  # parameters stay float32 either way
+  microbatches: int = pydantic.Field(1, ge=1)  # gradient accumulation: batch_size / microbatches rows at a time
   max_loss_spike: float = pydantic.Field(0.0, ge=0)  # stop as diverged if loss > this x the recent mean; 0: off
   inject_nan_at_step: Optional[int] = pydantic.Field(None, ge=1)  # testing: poison this step's gradients
+
+
+  @pydantic.model_validator(mode="after")
+  def _microbatches_divide(self):
+    if self.batch_size % self.microbatches:
+      raise ValueError(f"batch_size {self.batch_size} is not divisible by microbatches {self.microbatches}")
+    return self
+
+
+class MeshSpec(_Strict):
+  """Device mesh axes; -1 takes the remaining devices (at most one axis)."""
+  data: int = pydantic.Field(-1, ge=-1, le=1 << 20)
+  fsdp: int = pydantic.Field(1, ge=-1, le=1 << 20)
+  tensor: int = pydantic.Field(1, ge=-1, le=1 << 20)
+
+  @pydantic.model_validator(mode="after")
+  def _no_zero(self):
+    for name in ("data", "fsdp", "tensor"):
+      if getattr(self, name) == 0:
+        raise ValueError(f"{name}: 0 devices; use a positive size or -1")
+    return self
+
+
+class RuntimeSpec(_Strict):
+  """How to run, not what: not part of the trial id, so the same trials run on any machine."""
+  mesh: MeshSpec = MeshSpec()
+  memory_limit_gib: Optional[float] = pydantic.Field(None, gt=0)  # default: the device's own memory
+  retries: int = pydantic.Field(1, ge=0, le=100)  # re-runs of a crashed trial before it is marked failed
 
 
 class TrialSpec(_Strict):
@@ -111,6 +141,7 @@ class Sweep(pydantic.BaseModel):
   name: str
   path: str
   trials: list  # of sweeps.expand.Trial
+  runtime: RuntimeSpec = RuntimeSpec()
 
 
 # ---- YAML with line numbers ----

@@ -1,0 +1,45 @@
+"""Run in a subprocess with 8 fake CPU devices: the same trial on several meshes.
+
+Prints one JSON line: per mesh, the per-step training losses and the
+PartitionSpec of a few parameters, for tests/test_mesh.py to compare.
+"""
+import json
+import os
+import sys
+import tempfile
+
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from scaling import metrics as metrics_lib  # noqa: E402
+from scaling import runtime as runtime_lib  # noqa: E402
+from scaling import train as train_lib  # noqa: E402
+from sweeps.spec import TrialSpec  # noqa: E402
+
+MESHES = {"single": (1, 1, 1), "data8": (8, 1, 1), "data2_fsdp4": (2, 4, 1), "fsdp2_tensor4": (1, 2, 4)}
+
+
+def main():
+  runtime_lib.configure_jax()
+  config = TrialSpec.model_validate({
+      "model": {"family": "gpt", "size": 1, "options": {"aspect_ratio": 32, "head_dim": 8}},
+      "data": {"kind": "markov", "vocab_size": 8, "order": 2, "mix": [0.2, 0.3, 0.5]},
+      "train": {"seq_len": 16, "batch_size": 16, "horizon": {"tokens": 20 * 16 * 16}, "eval_every": 20,
+                "eval_batches": 1, "flush_every": 1, "checkpoint_every": 0, "tensorboard": False,
+                "compute_dtype": sys.argv[1] if len(sys.argv) > 1 else "float32"},
+      "optimizer": {"lr": 1e-2, "warmup_steps": 2},
+  }).model_dump(mode="json")
+  results = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    for name, (data, fsdp, tensor) in MESHES.items():
+      run_dir = os.path.join(tmp, name)
+      summary = train_lib.train(config, run_dir, progress=False,
+                                runtime={"mesh": {"data": data, "fsdp": fsdp, "tensor": tensor}})
+      rows = metrics_lib.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+      results[name] = {"losses": [r["loss"] for r in rows if "loss" in r], "mesh": summary["mesh"],
+                       "shardings": summary["param_shardings"], "eval": summary["final_eval_loss"]}
+  print(json.dumps(results))
+
+
+if __name__ == "__main__":
+  main()

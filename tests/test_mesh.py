@@ -1,0 +1,51 @@
+"""One trial on meshes (8,1,1), (2,4,1), (1,2,4) and a single device: same losses, parameters sharded by the rules."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from scaling import mesh as mesh_lib
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def runs():
+  script = os.path.join(ROOT, "tests", "mesh_equivalence.py")
+  result = subprocess.run([sys.executable, script], cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_every_mesh_gives_the_single_device_loss_curve(runs):
+  reference = np.array(runs["single"]["losses"])
+  assert len(reference) == 20
+  for name in ("data8", "data2_fsdp4", "fsdp2_tensor4"):
+    np.testing.assert_allclose(runs[name]["losses"], reference, rtol=2e-5, atol=2e-5, err_msg=name)
+    assert runs[name]["eval"] == pytest.approx(runs["single"]["eval"], abs=1e-4)
+
+
+def test_parameters_are_sharded_as_the_rules_say(runs):
+  assert runs["data2_fsdp4"]["mesh"] == {"data": 2, "fsdp": 4, "tensor": 1}
+  up = "['blocks'][0]['mlp']['up']['kernel'].value"
+  down = "['blocks'][0]['mlp']['down']['kernel'].value"
+  embedding = "['token_embedding']['embedding'].value"
+  tp = runs["fsdp2_tensor4"]["shardings"]
+  assert tp[up] == "P('fsdp', 'tensor')"  # embed -> fsdp, mlp -> tensor
+  assert tp[down] == "P('tensor', 'fsdp')"
+  assert tp[embedding] == "P('tensor', 'fsdp')"  # vocab -> tensor
+  assert tp["['blocks'][0]['mlp_norm']['scale'].value"] == "P(None,)"  # norms replicated
+  # Pure data parallel: the same names, but fsdp and tensor have size 1, so every device holds it all.
+  assert runs["data8"]["mesh"] == {"data": 8, "fsdp": 1, "tensor": 1}
+  assert runs["single"]["mesh"] == {"data": 1, "fsdp": 1, "tensor": 1}
+
+
+def test_mesh_shapes():
+  assert mesh_lib.mesh_shape({"data": -1, "fsdp": 2, "tensor": 1}, 8) == (4, 2, 1)
+  assert mesh_lib.mesh_shape({"data": 1, "fsdp": 1, "tensor": 1}, 8) == (1, 1, 1)
+  with pytest.raises(mesh_lib.MeshError, match="needs 16 devices; 8 are available"):
+    mesh_lib.mesh_shape({"data": 4, "fsdp": 4, "tensor": 1}, 8)
+  with pytest.raises(mesh_lib.MeshError, match="not divisible"):
+    mesh_lib.mesh_shape({"data": -1, "fsdp": 3, "tensor": 1}, 8)
