@@ -70,14 +70,30 @@ def load(path: str) -> spec_lib.Sweep:
     except pydantic.ValidationError as e:
       raise spec_lib.validation_error(path, lines, e) from None
     spec_lib.check_family_options(path, lines, trial_spec.model, ("model",))
-    if trial_spec.data.kind == "text" and not os.path.isfile(trial_spec.data.path):
-      raise spec_lib.error_at(path, lines, ("data", "path"), f"no such file: {trial_spec.data.path}")
+    _check_data_exists(path, lines, trial_spec.data)
     trial = Trial(id=trial_id(trial_spec), spec=trial_spec,
                   axes={".".join(map(str, k)): v for (k, _), v in zip(axes, combination)})
     if trial.id not in seen:  # Two grid points that resolve to the same config run once.
       seen.add(trial.id)
       trials.append(trial)
   return spec_lib.Sweep(name=name, path=path, trials=trials, runtime=runtime)
+
+
+def _check_data_exists(path, lines, data) -> None:
+  """Named data must be there before anything runs (no downloads happen at train time)."""
+  if data.kind == "text" and not os.path.isfile(data.path):
+    raise spec_lib.error_at(path, lines, ("data", "path"), f"no such file: {data.path}")
+  if data.kind == "tfds":
+    import tensorflow_datasets as tfds
+    try:
+      builder = tfds.builder(data.name, data_dir=data.data_dir)
+      missing = [s for s in (data.split, data.eval_split) if s not in builder.info.splits]
+    except Exception as e:  # TFDS raises many types for "not found here"
+      raise spec_lib.error_at(path, lines, ("data", "name"), f"TFDS dataset {data.name!r} not found in "
+                              f"{data.data_dir or 'the default data_dir'}: {str(e).splitlines()[0]}") from None
+    if missing:
+      raise spec_lib.error_at(path, lines, ("data", "split"), f"TFDS dataset {data.name!r} has no split {missing[0]!r}; "
+                              f"it has {sorted(builder.info.splits)}")
 
 
 def _find_axes(node, key_path=()) -> list:

@@ -53,7 +53,18 @@ class TextData(_Strict):
   eval_fraction: float = pydantic.Field(0.1, gt=0, lt=1)
 
 
-DataSpec = Annotated[Union[MarkovData, TextData], pydantic.Field(discriminator="kind")]
+class TfdsData(_Strict):
+  """A TFDS dataset (ArrayRecord files) named by name, with a 1-D integer feature; read without TensorFlow."""
+  kind: Literal["tfds"]
+  name: str
+  data_dir: Optional[str] = None  # default: TFDS's own (~/tensorflow_datasets)
+  split: str = "train"
+  eval_split: str = "test"
+  feature: str = "tokens"
+  vocab_size: Optional[int] = pydantic.Field(None, ge=2)  # default: the dataset's metadata, else max id + 1
+
+
+DataSpec = Annotated[Union[MarkovData, TextData, TfdsData], pydantic.Field(discriminator="kind")]
 
 
 class HorizonSpec(_Strict):
@@ -205,7 +216,7 @@ def error_at(path: str, lines: dict, key_path: tuple, message: str) -> SpecError
 def validation_error(path: str, lines: dict, error: pydantic.ValidationError, prefix=()) -> SpecError:
   first = error.errors()[0]
   # Discriminated unions put the variant's tag in the location; it is not a key of the file.
-  loc = tuple(k for k in first["loc"] if k not in ("markov", "text"))
+  loc = tuple(k for k in first["loc"] if k not in ("markov", "text", "tfds"))
   message = first["msg"]
   if first["type"] == "extra_forbidden":
     message = "unknown key"

@@ -25,8 +25,9 @@ class Batches:
       self._draw = lambda rng, n, split: self.language.sample(rng, n, seq_len + 1)
       self.entropy_floor = self.language.optimal_loss(seq_len)
       self.info = self.language.describe()
-    elif kind == "text":
-      self.text = TextFile(**options)
+    elif kind in ("text", "tfds"):
+      from scaling.data.tfds_source import TfdsTokens
+      self.text = TextFile(**options) if kind == "text" else TfdsTokens(**options)
       self._draw = lambda rng, n, split: self.text.windows(rng, n, seq_len + 1, split)
       self.entropy_floor = None
       self.info = self.text.describe()

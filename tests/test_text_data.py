@@ -1,0 +1,40 @@
+"""The text-file source on tiny Shakespeare (../shared/data), and the shipped sweep files."""
+import glob
+import os
+
+import numpy as np
+import pytest
+
+from scaling.data import Batches
+from sweeps import expand
+from tests.conftest import ROOT, SHARED_DATA
+
+SHAKESPEARE = os.path.join(SHARED_DATA, "tiny_shakespeare", "input.txt")
+
+
+@pytest.mark.skipif(not os.path.exists(SHAKESPEARE), reason="../shared/data is not beside the checkout")
+def test_tiny_shakespeare_by_path():
+  data = Batches({"kind": "text", "path": SHAKESPEARE, "eval_fraction": 0.1}, seq_len=32, batch_size=4, seed=0)
+  assert data.vocab_size == 65 and data.info["sha256"].startswith("86c4e6aa")
+  assert len(data.text.train_tokens) + len(data.text.eval_tokens) == 1_115_394
+  batch = data.train(step=3)
+  assert batch.shape == (4, 33) and batch.dtype == np.int32
+  np.testing.assert_array_equal(batch, data.train(step=3))  # a pure function of (seed, step)
+  decoded = "".join(data.text.alphabet[i] for i in batch[0])
+  assert decoded in open(SHAKESPEARE).read()[: len(data.text.train_tokens)]
+  assert data.entropy_floor is None
+  # Eval windows come from the held-out tail only.
+  held_out = open(SHAKESPEARE).read()[len(data.text.train_tokens):]
+  assert "".join(data.text.alphabet[i] for i in data.eval(1)[0][0]) in held_out
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "sweeps", "configs", "*.yaml"))))
+def test_shipped_sweeps_validate_and_document_themselves(path, monkeypatch):
+  monkeypatch.chdir(ROOT)  # configs name data relative to the repository root
+  if "shakespeare" in path and not os.path.exists(SHAKESPEARE):
+    pytest.skip("../shared/data is not beside the checkout")
+  sweep = expand.load(os.path.relpath(path, ROOT))
+  assert sweep.trials
+  header = open(path).read().split("\nname:")[0]
+  assert "python -m sweeps run" in header and "Expected" in header and "Runtime" in header, \
+      f"{path} must open with a comment block: what, command, runtime, expected result"
