@@ -22,6 +22,7 @@ from flax import nnx
 
 from models import counting, registry
 from scaling import checkpoint as checkpoint_lib
+from scaling import distributed
 from scaling import mesh as mesh_lib
 from scaling import metrics as metrics_lib
 from scaling.data import Batches
@@ -81,22 +82,47 @@ def cross_entropy(logits, targets):
 def params_sha256(params) -> str:
   """sha256 over every parameter's path, dtype, shape and bytes, in sorted path order."""
   digest = hashlib.sha256()
-  leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]
+  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
   for path, leaf in sorted(leaves, key=lambda item: jax.tree_util.keystr(item[0])):
-    array = np.ascontiguousarray(leaf)
+    array = np.ascontiguousarray(_to_host(leaf))
     digest.update(f"{jax.tree_util.keystr(path)}|{array.dtype}|{array.shape}".encode())
     digest.update(array.tobytes())
   return digest.hexdigest()
 
 
+def _to_host(leaf) -> np.ndarray:
+  """The whole array on this host; one sharded across hosts is gathered (a collective: every process calls it)."""
+  if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+    from jax.experimental import multihost_utils
+    return multihost_utils.process_allgather(leaf, tiled=True)
+  return jax.device_get(leaf)
+
+
 class _Preemption:
-  """Turns SIGTERM/SIGINT into a flag the loop checks, so it can checkpoint before exiting."""
+  """Turns SIGTERM/SIGINT into a flag the loop checks, so it can checkpoint before exiting.
+
+  With several processes, a signal reaches hosts at different steps, yet all must
+  save at the same one: JAX's preemption sync manager (started by
+  jax.distributed.initialize) catches SIGTERM itself and `at(step)` asks it
+  whether every host has agreed to stop at this step.
+  """
 
   def __init__(self):
     self.signal = None
     self._previous = {}
+    self._hosts_agree = jax.process_count() > 1 and jax.distributed.is_initialized()
+
+  def at(self, step: int) -> bool:
+    """True if the loop should checkpoint and stop after `step` (on every host at once)."""
+    if self._hosts_agree:
+      from jax.experimental import multihost_utils
+      if multihost_utils.reached_preemption_sync_point(step):
+        self.signal = "SIGTERM"
+    return self.signal is not None
 
   def __enter__(self):
+    if self._hosts_agree:  # Leave SIGTERM to JAX's handler; a local SIGINT just kills the job.
+      return self
     for sig in (signal.SIGTERM, signal.SIGINT):
       try:
         self._previous[sig] = signal.signal(sig, self._handle)
@@ -228,15 +254,13 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
   write_summary({"status": "running", **static})
 
   eval_step = jax.jit(loss_fn, in_shardings=(param_sharding, batch_sharding), out_shardings=replicated)
-  rows = slice(None)
-  if jax.process_count() > 1:  # Each host draws only its rows of every batch.
-    per_host = train_cfg["batch_size"] // jax.process_count()
-    rows = slice(jax.process_index() * per_host, (jax.process_index() + 1) * per_host)
 
   def place(batch):
     if jax.process_count() == 1:
       return jax.device_put(batch, batch_sharding)
-    return jax.make_array_from_process_local_data(batch_sharding, batch[rows])
+    # Every host computes the same batch (a function of seed and step) and hands each of its
+    # devices the rows the mesh gives it, whichever axes span hosts.
+    return jax.make_array_from_callback(batch.shape, batch_sharding, lambda index: batch[index])
 
   eval_batches = [place(batch) for batch in s.data.eval(train_cfg["eval_batches"])]
 
@@ -260,8 +284,10 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
   # ---- Train loop ----
   bar = _progress_bar(progress, s.steps, start_step, config)
   pending, last_eval = [], None
-  # Losses logged before a resume count towards final_train_loss and spike detection.
-  recent_losses = [r["loss"] for r in metrics_lib.read_metrics(metrics_path) if "loss" in r][-20:]
+  # Losses logged before a resume count towards final_train_loss and spike detection. Only rows up
+  # to the checkpoint: other hosts may read before or after process 0 truncates the file.
+  recent_losses = [r["loss"] for r in metrics_lib.read_metrics(metrics_path)
+                   if "loss" in r and r["step"] <= start_step][-20:]
   compile_seconds = steady_start = None
   steady_first_step, side_seconds = start_step, 0.0  # side: eval + checkpoint time, not training
   last_checkpoint_time = time.time()
@@ -309,11 +335,12 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
           writer.write([{"step": step, "tokens": step * s.tokens_per_step, "eval_loss": last_eval}])
         checkpoint_due = (train_cfg["checkpoint_every"] and step % train_cfg["checkpoint_every"] == 0) or (
             time.time() - last_checkpoint_time > 60 * train_cfg["checkpoint_minutes"])
+        checkpoint_due = distributed.agree(checkpoint_due)  # Hosts' clocks differ; a save is collective.
         if checkpoint_due and not is_last:
           save(step)
           last_checkpoint_time = time.time()
         side_seconds += time.time() - side_start
-      if preemption.signal is not None and not is_last:
+      if preemption.at(step) and not is_last:
         if pending:
           flush()
         save(step, wait=True)
@@ -369,7 +396,7 @@ def _memory_limit(limit_gib):
   """Per-device memory in bytes: the config's limit, the device's own, or host RAM on CPU."""
   if limit_gib is not None:
     return int(limit_gib * 2**30)
-  stats = jax.devices()[0].memory_stats() or {}
+  stats = jax.local_devices()[0].memory_stats() or {}  # Another host's devices report nothing.
   if "bytes_limit" in stats:
     return int(stats["bytes_limit"])
   if jax.devices()[0].platform == "cpu":

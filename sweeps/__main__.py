@@ -50,6 +50,12 @@ def main(argv=None) -> int:
       print(f"  {trial.id}  {axes}")
     return 0
 
+  from scaling import distributed
+  try:  # Joins the other hosts' processes, if any; must precede every other JAX use.
+    distributed.initialize()
+  except distributed.DistributedError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   from scaling import mesh as mesh_lib
   from scaling import runtime
   from scaling.train import Interrupted
@@ -67,6 +73,8 @@ def main(argv=None) -> int:
   except (Interrupted, KeyboardInterrupt) as e:
     print(f"interrupted: {e}; run the same command again to resume", file=sys.stderr)
     return 130
+  if not distributed.is_writer():  # Process 0 reports and analyses for all.
+    return 0
   directory = local.sweep_dir(args.out, sweep)
   counts = ", ".join(f"{sum(s == k for s in states.values())} {k}" for k in ("diverged", "failed", "running")
                      if k in states.values())

@@ -6,13 +6,21 @@ run directory per trial named by the trial id. A trial whose summary says
 only does what is missing, resuming interrupted trials from their checkpoints.
 Each trial is claimed before it runs (sweeps/claims.py): a second `sweeps run`
 on the same directory works on other trials instead of duplicating one.
+
+Multi-process runs (a pod slice, a GPU cluster: one process per host, all
+running this same loop) need every process to train the same trials in the
+same order. Process 0 alone reads the trial states, claims, writes the manifest,
+the attempt log and the progress output; whether to run each trial is its
+decision, broadcast to the others (`distributed.agree`).
 """
 import json
 import os
 import shutil
+import sys
 import time
 import traceback
 
+from scaling import distributed
 from scaling import metrics as metrics_lib
 from sweeps import claims
 
@@ -47,6 +55,10 @@ def state_of(run_dir: str) -> str:
 
 
 def _log_attempt(run_dir: str, record: dict) -> None:
+  if not distributed.is_writer():  # One writer per file; other hosts' crashes go to their stderr.
+    if "error" in record:
+      print(f"{run_dir}: attempt {record['attempt']}: {record['outcome']}: {record['error']}", file=sys.stderr)
+    return
   with open(os.path.join(run_dir, "attempts.jsonl"), "a") as f:
     f.write(json.dumps(record) + "\n")
 
@@ -70,9 +82,10 @@ def run_trial(trial, run_dir: str, runtime: dict, progress: bool) -> str:
       _log_attempt(run_dir, {**record, "end": time.time(), "outcome": "crashed", "error": error,
                              "traceback": traceback.format_exc()})
       if attempt == retries:
-        previous = read_summary(run_dir) or {}
-        metrics_lib.write_json_atomic(os.path.join(run_dir, "summary.json"), {
-            **previous, "status": "failed", "reason": f"{error} (after {retries + 1} attempts)"})
+        if distributed.is_writer():
+          previous = read_summary(run_dir) or {}
+          metrics_lib.write_json_atomic(os.path.join(run_dir, "summary.json"), {
+              **previous, "status": "failed", "reason": f"{error} (after {retries + 1} attempts)"})
         return "failed"
       continue
     _log_attempt(run_dir, {**record, "end": time.time(), "outcome": summary["status"]})
@@ -80,32 +93,45 @@ def run_trial(trial, run_dir: str, runtime: dict, progress: bool) -> str:
 
 
 def run(sweep, out: str, progress: bool = True, retries: int | None = None, log=print) -> dict:
-  """Trains every trial not yet finished; returns {trial id: state}."""
+  """Trains every trial not yet finished; returns {trial id: state} (as process 0 sees it)."""
   runtime = sweep.runtime.model_dump()
   if retries is not None:
     runtime["retries"] = retries
   directory = sweep_dir(out, sweep)
-  write_manifest(directory, sweep)
+  writer = distributed.is_writer()
+  if writer:
+    write_manifest(directory, sweep)
   states = {t.id: state_of(os.path.join(directory, t.id)) for t in sweep.trials}
   todo = [t for t in sweep.trials if states[t.id] not in FINISHED]
+  progress = progress and writer
   bar = None
   if progress:
     from tqdm import tqdm
     bar = tqdm(total=len(sweep.trials), initial=len(sweep.trials) - len(todo), desc=f"sweep {sweep.name}",
                unit="trial", position=0, dynamic_ncols=True)
     log = bar.write
-  for trial in todo:
+  # Every process walks the same list; other processes follow process 0's decision for each trial.
+  for trial in sweep.trials:
     run_dir = os.path.join(directory, trial.id)
-    claim = claims.try_claim(run_dir)
-    if claim is None:
-      states[trial.id] = "running"
-      log(f"  {trial.id} {_describe(trial)}: claimed by another process, skipped")
-      continue
-    with claim:
-      if state_of(run_dir) in FINISHED:  # Finished by another process since we looked.
+    claim = None
+    if writer and states[trial.id] not in FINISHED:
+      claim = claims.try_claim(run_dir)
+      if claim is None:
+        states[trial.id] = "running"
+        log(f"  {trial.id} {_describe(trial)}: claimed by another process, skipped")
+      elif state_of(run_dir) in FINISHED:  # Finished by another process since we looked.
         states[trial.id] = state_of(run_dir)
-        continue
+        claim.release()
+        claim = None
+    if not distributed.agree(claim is not None):
+      continue
+    try:
       states[trial.id] = run_trial(trial, run_dir, runtime, progress)
+    finally:
+      if claim is not None:
+        claim.release()
+    if not writer:
+      continue
     summary = read_summary(run_dir)
     if bar is not None:
       bar.update(1)
