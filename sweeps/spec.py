@@ -11,6 +11,8 @@ from typing import Annotated, Literal, Optional, Union
 import pydantic
 import yaml
 
+from scaling.data.markov import MarkovSpec
+
 MAX_TRIALS = 10_000  # A grid beyond this is a typo, not a sweep.
 
 
@@ -29,19 +31,18 @@ class ModelSpec(_Strict):
 
 
 class MarkovData(_Strict):
-  """Synthetic interpolated n-gram language; see scaling/data/markov.py."""
+  """Synthetic interpolated n-gram language; defaults are MarkovSpec's (scaling/data/markov.py)."""
   kind: Literal["markov"]
-  vocab_size: int = pydantic.Field(16, ge=2, le=4096)
-  order: int = pydantic.Field(3, ge=1, le=8)
-  mix: Annotated[tuple[float, ...], pydantic.Field(strict=False)] = (0.1, 0.2, 0.3, 0.4)  # YAML gives a list
-  support: int = pydantic.Field(3, ge=1)
-  concentration: float = pydantic.Field(0.5, gt=0)
-  zipf: float = pydantic.Field(1.0, ge=0)
-  seed: int = 0
+  vocab_size: int = pydantic.Field(MarkovSpec.vocab_size, ge=2, le=4096)
+  order: int = pydantic.Field(MarkovSpec.order, ge=1, le=8)
+  mix: Annotated[tuple[float, ...], pydantic.Field(strict=False)] = MarkovSpec.mix  # YAML gives a list
+  support: int = pydantic.Field(MarkovSpec.support, ge=1)
+  concentration: float = pydantic.Field(MarkovSpec.concentration, gt=0)
+  zipf: float = pydantic.Field(MarkovSpec.zipf, ge=0)
+  seed: int = MarkovSpec.seed
 
   @pydantic.model_validator(mode="after")
-  def _valid_language(self):
-    from scaling.data.markov import MarkovSpec  # One source of truth for what a language may be.
+  def _valid_language(self):  # One source of truth for what a language may be.
     MarkovSpec(**{k: v for k, v in self.model_dump().items() if k != "kind"})
     return self
 

@@ -65,3 +65,17 @@ def test_bad_spec_is_refused():
     MarkovSpec(order=2, mix=(0.5, 0.5))
   with pytest.raises(ValueError, match="states"):
     MarkovSpec(vocab_size=1024, order=3, mix=(0.25,) * 4)
+
+
+def test_empirical_loss_of_the_true_model_matches_the_exact_floor():
+  language = MarkovLanguage(MarkovSpec())  # the quickstart's language
+  for seq_len in (1, 3, 32):
+    mean, standard_error = language.empirical_loss(np.random.default_rng(seq_len), 4000, seq_len)
+    assert abs(mean - language.optimal_loss(seq_len)) < 4 * standard_error
+
+
+def test_tables_are_a_pure_function_of_the_seed():
+  a, b = MarkovLanguage(MarkovSpec(seed=3)), MarkovLanguage(MarkovSpec(seed=3))
+  np.testing.assert_array_equal(a.next_token_probs, b.next_token_probs)
+  np.testing.assert_allclose(a.next_token_probs.sum(axis=1), 1.0)
+  assert not np.array_equal(a.next_token_probs, MarkovLanguage(MarkovSpec(seed=4)).next_token_probs)
