@@ -59,6 +59,8 @@ def analyze(directory, params_column="params_non_embedding", compute_column="flo
   excluded = trials[~trials.trial_id.isin(done.trial_id)]
   floors = done["entropy_floor"].dropna().unique() if "entropy_floor" in done else []
   floor = float(floors[0]) if len(floors) == 1 else None
+  eval_floors = done["eval_set_floor"].dropna().unique() if "eval_set_floor" in done else []
+  eval_set_floor = float(eval_floors[0]) if len(eval_floors) == 1 else None
 
   fits, fit_errors = {}, {}
   if len(done):
@@ -78,6 +80,7 @@ def analyze(directory, params_column="params_non_embedding", compute_column="flo
       "n_trials": int(len(trials)), "n_done": int(len(done)),
       "excluded": {r.trial_id: r.status for r in excluded.itertuples()},
       "entropy_floor": floor,
+      "eval_set_floor": eval_set_floor,
       "fits": {c: (f.to_dict() if f is not None else {"error": fit_errors[c]}) for c, f in fits.items()},
       "backtest": backtest,
   }
@@ -117,6 +120,9 @@ def _markdown(summary, done, excluded, fits, params_column, compute_column) -> s
     lines += ["", f"True entropy floor of the synthetic data (Bayes-optimal loss at this context length): "
               f"**{summary['entropy_floor']:.4f}** nats/token. A fitted E above it means the ladder has not yet "
               f"reached the regime where capacity, not the data, limits the loss."]
+    if summary["eval_set_floor"] is not None:
+      lines += ["", f"The true model's loss on the finite eval set itself is {summary['eval_set_floor']:.4f}: "
+                f"the eval losses above carry this much sampling offset from the population floor."]
   bt = summary["backtest"]
   lines += ["", "## Backtest: fit without the largest rung, predict it", ""]
   if "skipped" in bt:

@@ -174,6 +174,7 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
       "steps_planned": s.steps,
       "tokens_planned": s.steps * s.tokens_per_step,
       "entropy_floor": s.data.entropy_floor,
+      "eval_set_floor": s.data.eval_set_floor(train_cfg["eval_batches"]),
       "arch": dataclasses.asdict(s.arch),
       "data": s.data.info,
       "device": f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind} x{jax.device_count()}",

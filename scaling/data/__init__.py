@@ -25,11 +25,13 @@ class Batches:
       self._draw = lambda rng, n, split: self.language.sample(rng, n, seq_len + 1)
       self.entropy_floor = self.language.optimal_loss(seq_len)
       self.info = self.language.describe()
+      self._eval_set_floor = lambda windows: float(np.mean([self.language.score(w).mean() for w in windows]))
     elif kind in ("text", "tfds"):
       from scaling.data.tfds_source import TfdsTokens
       self.text = TextFile(**options) if kind == "text" else TfdsTokens(**options)
       self._draw = lambda rng, n, split: self.text.windows(rng, n, seq_len + 1, split)
       self.entropy_floor = None
+      self._eval_set_floor = lambda windows: None
       self.info = self.text.describe()
     else:
       raise ValueError(f"unknown data kind {kind!r}")
@@ -41,6 +43,14 @@ class Batches:
     rng = np.random.default_rng((self.seed, step))
     batch = self._draw(rng, self.batch_size, "train")
     return batch if rows is None else batch[rows]
+
+  def eval_set_floor(self, n_batches: int):
+    """The Bayes-optimal loss on exactly the eval set (synthetic data), else None.
+
+    The population floor `entropy_floor` is what the fit's E estimates; this one
+    tells how far the finite eval set's own sampling noise moves it.
+    """
+    return self._eval_set_floor(self.eval(n_batches))
 
   def eval(self, n_batches: int) -> list:
     """A fixed held-out set: the same for every trial on this data, whatever its seed."""

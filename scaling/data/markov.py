@@ -117,16 +117,15 @@ class MarkovLanguage:
     total = sum(by_context[min(c, k)] for c in range(1, seq_len + 1))
     return float(total / seq_len)
 
-  def empirical_loss(self, rng: np.random.Generator, n_sequences: int, seq_len: int) -> tuple:
-    """(mean, standard error) of the true model's loss on sampled windows, scored like a model.
+  def score(self, windows: np.ndarray) -> np.ndarray:
+    """The true model's mean loss per window [n] (nats/token), scored like a model's.
 
-    Predicts tokens 1..seq_len of each window from its prefix, using the exact
-    conditional P(x_t | last min(t, order) tokens); its mean converges to
-    `optimal_loss(seq_len)`, which checks the tables, the sampler and the entropy
-    bookkeeping against each other.
+    Predicts tokens 1..L-1 of each window from its prefix with the exact
+    conditional P(x_t | last min(t, order) tokens): the Bayes-optimal loss on
+    exactly these windows, e.g. a fixed eval set.
     """
     V, k = self.vocab_size, self.spec.order
-    windows = self.sample(rng, n_sequences, seq_len + 1)
+    n_sequences, seq_len = windows.shape[0], windows.shape[1] - 1
     # P(next | last c tokens) for short contexts, from the stationary joint.
     short = [self._joint.sum(axis=tuple(range(k - c))).reshape(V ** c, V) for c in range(k)]
     short = [p / p.sum(axis=1, keepdims=True) for p in short]
@@ -138,7 +137,15 @@ class MarkovLanguage:
         context = context * V + token
       table = self.next_token_probs if c == k else short[c]
       nll[:, t - 1] = -np.log(table[context, windows[:, t]])
-    per_window = nll.mean(axis=1)  # Windows are independent draws; positions within one are not.
+    return nll.mean(axis=1)
+
+  def empirical_loss(self, rng: np.random.Generator, n_sequences: int, seq_len: int) -> tuple:
+    """(mean, standard error) of `score` on fresh windows; the mean converges to `optimal_loss`.
+
+    This checks the tables, the sampler and the entropy bookkeeping against each other.
+    """
+    per_window = self.score(self.sample(rng, n_sequences, seq_len + 1))
+    # Windows are independent draws; positions within one are not.
     return float(per_window.mean()), float(per_window.std(ddof=1) / np.sqrt(n_sequences))
 
   def describe(self) -> dict:
