@@ -24,6 +24,7 @@ def test_loss_falls_towards_the_known_entropy(tiny_trial, tmp_path):
   tiny_trial["model"]["options"]["aspect_ratio"] = 32
   tiny_trial["train"]["horizon"]["tokens"] = 8 * 16 * 300
   tiny_trial["train"]["eval_every"] = 100
+  tiny_trial["train"]["eval_batches"] = 32  # 4k eval tokens: sampling noise ~0.02 nats
   tiny_trial["train"]["tensorboard"] = False
   summary = train_lib.train(tiny_trial, str(tmp_path / "long"), progress=False)
   data = Batches(tiny_trial["data"], 16, 8, 0)
@@ -36,7 +37,7 @@ def test_loss_falls_towards_the_known_entropy(tiny_trial, tmp_path):
   # Beyond what the unigram and bigram explain, i.e. attention to 2 tokens back is in use...
   assert summary["final_eval_loss"] < first_order - 0.05
   # ...and never below the Bayes-optimal loss on the same eval windows.
-  assert abs(summary["eval_set_floor"] - floor) < 0.05
+  assert abs(summary["eval_set_floor"] - floor) < 0.06
   assert summary["final_eval_loss"] > summary["eval_set_floor"] - 0.005
   assert summary["final_eval_loss"] - floor < 0.5 * (unigram_entropy - floor)
 
