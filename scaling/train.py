@@ -231,7 +231,7 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
       loss, grads = loss * poison, jax.tree.map(lambda g: g * poison, grads)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
-    return params, opt_state, {"loss": loss, "grad_norm": optax.global_norm(grads), "lr": schedule(step)}
+    return params, opt_state, {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(step)}
 
   on_cpu = jax.devices()[0].platform == "cpu"
   train_step = jax.jit(train_step, in_shardings=(param_sharding, opt_sharding, batch_sharding, replicated),
