@@ -1,0 +1,199 @@
+"""`python -m analysis fit`: fit a scaling law to a CSV and print one JSON object.
+
+  python -m analysis fit --csv FILE --law {power,chinchilla,saturating,bnsl,sigmoid,pure_power}
+      [--x COL] [--y COL] [--n COL] [--d COL] [--breaks K] [--drop-highest K]
+      [--bootstrap R] [--predict-at X[,X...]] [--seed S]
+
+Columns default to params (--x and --n), tokens (--d) and loss (--y).
+Chinchilla reads --n and --d; the other laws read --x. --predict-at takes
+x values, or N:D pairs for chinchilla (e.g. 7e10:1.4e12). --drop-highest K
+drops the K rows with the highest y first (Besiroglu et al. drop the 5
+highest-loss Chinchilla runs). Laws and parameter names:
+
+  power       L = E + A x^-alpha                                E, A, alpha
+  chinchilla  L = E + A / N^alpha + B / D^beta                  E, A, B, alpha, beta
+  saturating  L = c + a (x + d)^-b                              a, b, c, d
+  bnsl        y = a + b x^-c0 prod_i (1 + (x/d_i)^(1/f_i))^(-c_i f_i)
+                                                                a, b, c0, c1, d1, f1, ...
+  sigmoid     y = floor + (ceiling - floor) / (1 + (x / x_mid)^-slope)
+                                                                floor, ceiling, slope, x_mid
+  pure_power  L = A x^-alpha                                    A, alpha
+
+Fitting (analysis/fit.py): chinchilla minimises the Huber loss (delta 1e-3) of
+log residuals, summed, with L-BFGS from the paper's 4500-start grid; the other
+laws minimise squared log residuals (sigmoid: squared residuals of y, which
+may be 0) with Levenberg-Marquardt from a data-scaled grid. --bootstrap
+defaults to 200 resamples.
+
+Output: {"law", "params": {name: value}, "ci": {name: [lo, hi]}, "objective",
+"n_points", "predictions": [y at each --predict-at], "prediction_ci":
+[[lo, hi], ...], "predict_at": [...]}. Intervals are 95% bootstrap
+percentiles (null without --bootstrap). Bad input exits 2 with one line on
+stderr naming the file and the column or flag.
+"""
+import argparse
+import json
+import math
+import sys
+
+import numpy as np
+import pandas as pd
+
+from analysis import fit, laws
+
+CHOICES = ("power", "chinchilla", "saturating", "bnsl", "sigmoid", "pure_power")
+
+
+class UsageError(Exception):
+  """A bad flag or input; its message is the one line printed to stderr."""
+
+
+class _Parser(argparse.ArgumentParser):
+  def error(self, message):  # argparse would print usage and exit itself.
+    raise UsageError(f"fit: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = _Parser(prog="python -m analysis fit",
+                   description="Fit a scaling law to a CSV; print JSON.")
+  parser.add_argument("--csv", required=True, help="input CSV file")
+  parser.add_argument("--law", required=True, choices=CHOICES)
+  parser.add_argument("--x", default="params", help="x column (one-input laws)")
+  parser.add_argument("--y", default="loss", help="y column")
+  parser.add_argument("--n", default="params", help="parameters column (chinchilla)")
+  parser.add_argument("--d", default="tokens", help="tokens column (chinchilla)")
+  parser.add_argument("--breaks", type=int, default=1, help="breaks (bnsl)")
+  parser.add_argument("--drop-highest", type=int, default=0,
+                      help="drop the K rows with the highest y")
+  parser.add_argument("--bootstrap", type=int, default=200,
+                      help="bootstrap resamples for intervals (0: none)")
+  parser.add_argument("--predict-at", default="",
+                      help="comma-separated x values (N:D pairs for chinchilla)")
+  parser.add_argument("--seed", type=int, default=0)
+  return parser
+
+
+def _column(df: pd.DataFrame, name: str, flag: str, path: str) -> np.ndarray:
+  """A numeric, finite column, or UsageError naming it."""
+  if name not in df.columns:
+    raise UsageError(f"{path}: no column {name!r} (pass {flag} COL; columns: "
+                     f"{', '.join(map(str, df.columns))})")
+  values = pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=float)
+  bad = ~np.isfinite(values)
+  if bad.any():
+    row = int(np.argmax(bad))
+    raise UsageError(f"{path}: column {name!r} ({flag}) has {bad.sum()} missing, "
+                     f"non-numeric or infinite values (first on line {row + 2})")
+  return values
+
+
+def _predict_points(text: str, law: laws.Law):
+  """--predict-at as an input array [n_inputs, m] and a JSON-able echo."""
+  if not text.strip():
+    return None, []
+  points = []
+  for item in text.split(","):
+    parts = item.strip().split(":")
+    try:
+      values = [float(p) for p in parts]
+    except ValueError:
+      raise UsageError(f"--predict-at: {item.strip()!r} is not a number") from None
+    if len(values) != law.n_inputs:
+      form = "N:D pairs" if law.n_inputs == 2 else "single x values"
+      raise UsageError(f"--predict-at: the {law.name} law takes {form}, got {item.strip()!r}")
+    if not all(math.isfinite(v) and v > 0 for v in values):
+      raise UsageError(f"--predict-at: {item.strip()!r} must be positive and finite")
+    points.append(values)
+  points = np.array(points).T
+  echo = points[0].tolist() if law.n_inputs == 1 else points.T.tolist()
+  return points, echo
+
+
+def _json_number(value):
+  value = float(value)
+  return value if math.isfinite(value) else None
+
+
+def run(argv) -> dict:
+  args = _parser().parse_args(argv)
+  if args.breaks < 1:
+    raise UsageError("--breaks: must be at least 1")
+  if args.drop_highest < 0:
+    raise UsageError("--drop-highest: must be 0 or more")
+  if args.bootstrap < 0:
+    raise UsageError("--bootstrap: must be 0 or more")
+  law = laws.get(args.law, breaks=args.breaks)
+  path = args.csv
+  try:
+    df = pd.read_csv(path)
+  except FileNotFoundError:
+    raise UsageError(f"{path}: no such file (--csv)") from None
+  except OSError as err:
+    raise UsageError(f"{path}: cannot read it (--csv): {err.strerror}") from None
+  except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+    first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
+    raise UsageError(f"{path}: not a readable CSV (--csv): {first_line}") from None
+
+  y = _column(df, args.y, "--y", path)
+  if law.n_inputs == 2:
+    columns = [(args.n, "--n"), (args.d, "--d")]
+  else:
+    columns = [(args.x, "--x")]
+  inputs = np.stack([_column(df, name, flag, path) for name, flag in columns])
+  for (name, flag), values in zip(columns, inputs):
+    if (values <= 0).any():
+      raise UsageError(f"{path}: column {name!r} ({flag}) must be positive, "
+                       f"the {law.name} law uses its log (min {values.min():g})")
+  if law.target == "log" and (y <= 0).any():
+    raise UsageError(f"{path}: column {args.y!r} (--y) must be positive for the "
+                     f"{law.name} law, fitted in log space (min {y.min():g})")
+  if args.drop_highest:
+    if args.drop_highest >= y.size:
+      raise UsageError(f"--drop-highest {args.drop_highest}: {path} has only {y.size} rows")
+    keep = np.sort(np.argsort(y, kind="stable")[:y.size - args.drop_highest])
+    inputs, y = inputs[:, keep], y[keep]
+  if y.size < law.n_params:
+    after = f" after --drop-highest {args.drop_highest}" if args.drop_highest else ""
+    raise UsageError(f"{path}: {y.size} rows{after} but the {law.name} law "
+                     f"has {law.n_params} parameters ({', '.join(law.param_names)})")
+  if np.ptp(y) <= 1e-12 * np.max(np.abs(y)):
+    raise UsageError(f"{path}: column {args.y!r} (--y) is constant ({y[0]:g}); "
+                     f"a {law.name} law cannot be fitted to it")
+  points, echo = _predict_points(args.predict_at, law)
+
+  try:
+    result = fit.fit_law(law, inputs, y, bootstrap=args.bootstrap, seed=args.seed)
+  except fit.FitError as err:
+    raise UsageError(f"{path}: {err}") from None
+
+  out = result.to_dict()
+  out["ci"] = {k: [_json_number(lo), _json_number(hi)] for k, (lo, hi) in result.ci.items()}
+  out["predict_at"] = echo
+  out["predictions"] = []
+  out["prediction_ci"] = []
+  if points is not None:
+    out["predictions"] = [_json_number(v) for v in result.predict(points)]
+    if args.bootstrap:
+      lo, hi = result.predict_interval(points)
+      out["prediction_ci"] = [[_json_number(a), _json_number(b)] for a, b in zip(lo, hi)]
+    else:
+      out["prediction_ci"] = [[None, None] for _ in echo]
+  out["params"] = {k: _json_number(v) for k, v in out["params"].items()}
+  out["objective"] = _json_number(out["objective"])
+  return out
+
+
+def main(argv=None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  try:
+    out = run(argv)
+  except UsageError as err:
+    print(f"error: {err}", file=sys.stderr)
+    return 2
+  json.dump(out, sys.stdout)
+  sys.stdout.write("\n")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
