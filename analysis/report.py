@@ -10,8 +10,10 @@ import sys
 
 import numpy as np
 
+from analysis import backtest as backtest_lib
 from analysis import fit as fit_lib
-from analysis import laws, plots
+from analysis import fit_plots, laws, plots
+from analysis import forecast as forecast_lib
 from analysis.load import LoadError, load_sweep
 from scaling import metrics as metrics_lib
 
@@ -26,24 +28,38 @@ def _fit(x, y, bootstrap):
 def backtest_largest(trials, x_column, floor, bootstrap):
   """Fits without the largest rung and predicts it; errors in % of the loss and of its reducible part."""
   ordered = trials.sort_values(x_column)
-  train, held = ordered.iloc[:-1], ordered.iloc[-1]
-  fit, error = _fit(train[x_column].to_numpy(float), train.final_eval_loss.to_numpy(float), bootstrap)
-  if fit is None:
-    return {"skipped": error}
-  x = float(held[x_column])
-  predicted = float(fit.predict(np.array([x]))[0])
-  lo, hi = (fit.predict_interval(np.array([x])) if bootstrap else (np.array([np.nan]),) * 2)
-  observed = float(held.final_eval_loss)
+  x, y = ordered[x_column].to_numpy(float), ordered.final_eval_loss.to_numpy(float)
+  try:
+    bt = backtest_lib.backtest(laws.POWER, x, y, threshold=float(x[-2]), bootstrap=bootstrap)
+  except fit_lib.FitError as e:
+    return {"skipped": str(e)}
+  predicted, observed = float(bt.predicted[-1]), float(bt.observed[-1])
+  lo, hi = (bt.fit.predict_interval(x[-1:]) if bootstrap else (np.array([np.nan]),) * 2)
   result = {
-      "held_out_trial": held.trial_id, "x_column": x_column, "x": x,
+      "held_out_trial": ordered.trial_id.iloc[-1], "x_column": x_column, "x": float(x[-1]),
       "observed": observed, "predicted": predicted, "predicted_lo": float(lo[0]), "predicted_hi": float(hi[0]),
       "error_loss_pct": 100 * abs(predicted - observed) / observed,
       "error_reducible_pct": None,
-      "n_fit_points": int(len(train)),
+      "rmsle": bt.rmsle,
+      "n_fit_points": bt.n_fit,
   }
   if floor is not None and observed > floor:
     result["error_reducible_pct"] = 100 * abs(predicted - observed) / (observed - floor)
   return result
+
+
+def curve_forecasts(steps, trial_ids, out_dir):
+  """Forecasts each trial's final train loss from the first half of its curve; flags spikes, plateaus, divergence."""
+  rows = steps[steps.trial_id.isin(trial_ids) & steps["loss"].notna()] if "loss" in steps else steps.iloc[:0]
+  if rows.empty:
+    return None
+  table = forecast_lib.forecast_trials(rows, trial="trial_id", step="step", loss="loss")
+  fitted = table[table.forecast.notna()]
+  if len(fitted):
+    fit_plots.curve_forecasts(rows, dict(zip(fitted.trial_id, fitted.forecast)),
+                              os.path.join(out_dir, "curve_forecasts.png"), trial="trial_id",
+                              flags=dict(zip(fitted.trial_id, fitted.flag)))
+  return table.drop(columns=["forecast", "flag"])
 
 
 def analyze(directory, params_column="params_non_embedding", compute_column="flops", bootstrap=200) -> dict:
@@ -70,6 +86,12 @@ def analyze(directory, params_column="params_non_embedding", compute_column="flo
   backtest = backtest_largest(done, params_column, floor, bootstrap) if len(done) >= 2 else {
       "skipped": "needs at least 2 finished trials"}
 
+  if fits.get(params_column) is not None:
+    fit_plots.residuals(fits[params_column], os.path.join(out_dir, "residuals.png"))
+  forecasts = curve_forecasts(steps, list(done.trial_id), out_dir)
+  if forecasts is not None:
+    forecasts.to_csv(os.path.join(out_dir, "curve_forecasts.csv"), index=False)
+
   plots.loss_vs_compute(os.path.join(out_dir, "loss_vs_compute.png"), done, steps, fits.get(compute_column),
                         compute_column, floor)
   plots.loss_vs_params(os.path.join(out_dir, "loss_vs_params.png"), done, fits.get(params_column), params_column,
@@ -83,6 +105,8 @@ def analyze(directory, params_column="params_non_embedding", compute_column="flo
       "eval_set_floor": eval_set_floor,
       "fits": {c: (f.to_dict() if f is not None else {"error": fit_errors[c]}) for c, f in fits.items()},
       "backtest": backtest,
+      "curve_flags": ({r.trial_id: {"status": r.status, "message": r.message} for r in forecasts.itertuples()}
+                      if forecasts is not None else {}),
   }
   metrics_lib.write_json_atomic(os.path.join(out_dir, "fits.json"), summary)
   with open(os.path.join(out_dir, "report.md"), "w") as f:
@@ -131,10 +155,15 @@ def _markdown(summary, done, excluded, fits, params_column, compute_column) -> s
     lines.append(f"Held out `{bt['held_out_trial']}` ({bt['x_column']} = {bt['x']:,.0f}); fitted on {bt['n_fit_points']} rungs.")
     lines.append(f"Observed {bt['observed']:.4f}, predicted {bt['predicted']:.4f} "
                  f"[{bt['predicted_lo']:.4f}, {bt['predicted_hi']:.4f}]: error {bt['error_loss_pct']:.2f}% on the loss"
-                 + (f", **{bt['error_reducible_pct']:.1f}%** on its reducible part (loss minus the true floor)."
-                    if bt["error_reducible_pct"] is not None else "."))
+                 + (f", **{bt['error_reducible_pct']:.1f}%** on its reducible part (loss minus the true floor)"
+                    if bt["error_reducible_pct"] is not None else "") + f"; held-out RMSLE {bt['rmsle']:.4f}.")
+  if summary["curve_flags"]:
+    lines += ["", "## Learning curves: forecast from the first half, checked against the second", "",
+              "| trial | flag | why |", "|---|---|---|"]
+    lines += [f"| `{t}` | {f['status']} | {f['message']} |" for t, f in summary["curve_flags"].items()]
   lines += ["", "## Files", "", "- `trials.csv`, `steps.csv`: every plotted number, one row per trial / per step",
-            "- `fits.json`: the fits and backtest above", "- `loss_vs_compute.png`, `loss_vs_params.png`", ""]
+            "- `fits.json`: the fits, backtest and curve flags above; `curve_forecasts.csv`",
+            "- `loss_vs_compute.png`, `loss_vs_params.png`, `residuals.png`, `curve_forecasts.png`", ""]
   return "\n".join(lines)
 
 
