@@ -12,7 +12,7 @@
    L-BFGS-B with default tolerances on the *mean* Huber loss (Besiroglu et al.
    2024) stops early, from the same starts, far from the optimum.
 3. Times fit_law on a 10-point power law with 200 bootstraps (budget: 1 s).
-Expected: ~8-12 s for step 1; see benchmarks/RESULTS_analysis.md.
+Expected: ~8-12 s for step 1; see benchmarks/RESULTS.md.
 """
 import argparse
 import time
