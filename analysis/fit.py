@@ -41,6 +41,14 @@ class FitError(ValueError):
 
 # Batched L-BFGS -----------------------------------------------------------------
 
+def _start_in_box(theta0, lower, upper):
+  """Starts [B, P] as floats, clipped into the bounds; bounds broadcast to [B, P] (None: unbounded)."""
+  theta = np.array(theta0, dtype=float, copy=True)
+  lower = np.broadcast_to(-np.inf if lower is None else lower, theta.shape)
+  upper = np.broadcast_to(np.inf if upper is None else upper, theta.shape)
+  return np.clip(theta, lower, upper), lower, upper
+
+
 def minimize_batched(value_and_grad: Callable, theta0: np.ndarray, *,
                      lower=None, upper=None, inverse_hessian=None,
                      max_iter: int = 1000, history: int = 10,
@@ -69,11 +77,8 @@ def minimize_batched(value_and_grad: Callable, theta0: np.ndarray, *,
 
   Returns (theta[B, P], value[B], n_iter[B]).
   """
-  theta_all = np.array(theta0, dtype=float, copy=True)
+  theta_all, lower_all, upper_all = _start_in_box(theta0, lower, upper)
   n_problems, n_dims = theta_all.shape
-  lower_all = np.broadcast_to(-np.inf if lower is None else lower, theta_all.shape)
-  upper_all = np.broadcast_to(np.inf if upper is None else upper, theta_all.shape)
-  theta_all = np.clip(theta_all, lower_all, upper_all)
   value_all, grad_all = value_and_grad(theta_all, np.arange(n_problems))
   value_all = np.where(np.isfinite(value_all), value_all, np.inf)
   n_iter_all = np.zeros(n_problems, dtype=int)
@@ -257,11 +262,8 @@ def least_squares_batched(gauss_newton: Callable, theta0: np.ndarray, *,
 
   Returns (theta[B, P], value[B], n_iter[B]).
   """
-  theta = np.array(theta0, dtype=float, copy=True)
+  theta, lower, upper = _start_in_box(theta0, lower, upper)
   n_problems, n_dims = theta.shape
-  lower = np.broadcast_to(-np.inf if lower is None else lower, theta.shape)
-  upper = np.broadcast_to(np.inf if upper is None else upper, theta.shape)
-  theta = np.clip(theta, lower, upper)
   value, grad, gn = gauss_newton(theta, np.arange(n_problems))
   value = np.where(np.isfinite(value), value, np.inf)
   damping = np.full(n_problems, 1e-3)

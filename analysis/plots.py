@@ -43,6 +43,18 @@ def _floor(ax, entropy_floor):
     ax.axhline(entropy_floor, color="tab:green", ls="--", lw=1, label=f"true entropy floor {entropy_floor:.3f}")
 
 
+def _finish(fig, ax, path, x_label, y_label, title):
+  ax.set_xscale("log")
+  ax.set_xlabel(x_label)
+  ax.set_ylabel(y_label)
+  ax.set_title(title)
+  ax.legend(fontsize=7, loc="upper right")
+  ax.grid(alpha=0.3, which="both")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
 def loss_vs_compute(path, trials, steps, fit, compute_column, entropy_floor=None):
   """Every trial's eval-loss curve against compute so far, final points, and the fitted frontier."""
   fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -59,15 +71,8 @@ def loss_vs_compute(path, trials, steps, fit, compute_column, entropy_floor=None
   _floor(ax, entropy_floor)
   curves = steps.eval_loss[steps.trial_id.isin(trials.trial_id)] if "eval_loss" in steps else []
   _limit_y(ax, list(curves) + list(trials.final_eval_loss), entropy_floor)
-  ax.set_xscale("log")
-  ax.set_xlabel(LABELS.get(compute_column, compute_column))
-  ax.set_ylabel("eval loss (nats/token)")
-  ax.set_title("Loss vs compute: learning curves and fitted frontier")
-  ax.legend(fontsize=7, loc="upper right")
-  ax.grid(alpha=0.3, which="both")
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  _finish(fig, ax, path, LABELS.get(compute_column, compute_column), "eval loss (nats/token)",
+          "Loss vs compute: learning curves and fitted frontier")
 
 
 def loss_vs_params(path, trials, fit, params_column, entropy_floor=None, backtest=None):
@@ -85,12 +90,5 @@ def loss_vs_params(path, trials, fit, params_column, entropy_floor=None, backtes
   _floor(ax, entropy_floor)
   extra = [backtest["predicted"]] if backtest is not None else []
   _limit_y(ax, list(trials.final_eval_loss) + extra, entropy_floor)
-  ax.set_xscale("log")
-  ax.set_xlabel(LABELS.get(params_column, params_column))
-  ax.set_ylabel("final eval loss (nats/token)")
-  ax.set_title("Loss vs parameters")
-  ax.legend(fontsize=7, loc="upper right")
-  ax.grid(alpha=0.3, which="both")
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  _finish(fig, ax, path, LABELS.get(params_column, params_column), "final eval loss (nats/token)",
+          "Loss vs parameters")

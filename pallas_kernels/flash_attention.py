@@ -32,6 +32,7 @@ import jax.numpy as jnp
 
 from pallas_kernels import lowering as lowering_lib
 from pallas_kernels import reference
+from pallas_kernels.tile_math import dot, dot_nt, round_up
 
 _LOG2_E = math.log2(math.e)
 _MASK_VALUE = reference.MASK_VALUE
@@ -137,8 +138,8 @@ def unsupported_reason(q_shape, kv_shape, dtype,
     return "sequences shorter than 128 tokens are not worth a kernel"
   if lowering.backend == lowering_lib.MOSAIC_TPU:
     blocks = DEFAULT_BLOCK_SIZES[lowering.backend].fit(q_len, kv_len)
-    longest = max(_round_up(q_len, blocks.q_multiple),
-                  _round_up(kv_len, blocks.kv_multiple))
+    longest = max(round_up(q_len, blocks.q_multiple),
+                  round_up(kv_len, blocks.kv_multiple))
     # Two full-length [len, head_dim] operands (K, V or Q, dO) plus, in the
     # dkv kernel, two [1, len] f32 rows padded to 8 sublanes; two pipeline
     # buffers each.
@@ -196,7 +197,7 @@ def flash_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
     if lowering.heads_major:
       x = x.transpose(0, 2, 1, 3)
     pads = [(0, 0)] * 4
-    pads[seq_axis] = (0, _round_up(x.shape[seq_axis], multiple)
+    pads[seq_axis] = (0, round_up(x.shape[seq_axis], multiple)
                       - x.shape[seq_axis])
     pads[3] = (0, padded_head_dim - head_dim)
     return jnp.pad(x, pads) if any(p[1] for p in pads) else x
@@ -208,25 +209,9 @@ def flash_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
   return out.transpose(0, 2, 1, 3) if lowering.heads_major else out
 
 
-def _round_up(x: int, multiple: int) -> int:
-  return -(-x // multiple) * multiple
-
-
 # ----------------------------------------------------------------------------
 # Shared kernel pieces
 # ----------------------------------------------------------------------------
-
-
-def _dot(a, b):
-  """a @ b with an f32 accumulator. [m, k] x [k, n] -> [m, n]."""
-  return lax.dot_general(a, b, (((1,), (0,)), ((), ())),
-                         preferred_element_type=jnp.float32)
-
-
-def _dot_nt(a, b):
-  """a @ b.T with an f32 accumulator. [m, k] x [n, k] -> [m, n]."""
-  return lax.dot_general(a, b, (((1,), (1,)), ((), ())),
-                         preferred_element_type=jnp.float32)
 
 
 def _idiv(x, divisor: int):
@@ -367,7 +352,7 @@ def _forward_kernel(q_ref, k_ref, v_ref, out_ref, lse_ref, *, spec: _Spec):
     k_start = pl.multiple_of(kv_tile * block_k, block_k)
     k = k_ref[pl.ds(k_start, block_k), :]
     v = v_ref[pl.ds(k_start, block_k), :]
-    scores = _dot_nt(q, k) * spec.log2_scale  # [block_q, block_k], base 2
+    scores = dot_nt(q, k) * spec.log2_scale  # [block_q, block_k], base 2
     if masked:
       scores = jnp.where(_visible(q_start, k_start, scores.shape, spec),
                          scores, _MASK_VALUE)
@@ -376,7 +361,7 @@ def _forward_kernel(q_ref, k_ref, v_ref, out_ref, lse_ref, *, spec: _Spec):
     correction = jnp.exp2(row_max - new_max)
     probs = jnp.exp2(scores - new_max)
     row_sum = correction * row_sum + probs.sum(axis=1, keepdims=True)
-    acc = correction * acc + _dot(probs.astype(v.dtype), v)
+    acc = correction * acc + dot(probs.astype(v.dtype), v)
     return new_max, row_sum, acc
 
   # Finite start: key 0 is visible to every row, so the first tile replaces
@@ -449,14 +434,14 @@ def _dq_kernel(q_ref, k_ref, v_ref, d_out_ref, lse_ref, delta_ref, dq_ref, *,
     k_start = pl.multiple_of(kv_tile * block_k, block_k)
     k = k_ref[pl.ds(k_start, block_k), :]
     v = v_ref[pl.ds(k_start, block_k), :]
-    scores = _dot_nt(q, k) * spec.log2_scale
+    scores = dot_nt(q, k) * spec.log2_scale
     if masked:
       scores = jnp.where(_visible(q_start, k_start, scores.shape, spec),
                          scores, _MASK_VALUE)
     probs = jnp.exp2(scores - lse)  # softmax rows, recomputed
-    d_probs = _dot_nt(d_out, v)
+    d_probs = dot_nt(d_out, v)
     d_logits = probs * (d_probs - delta)  # softmax backward, per row
-    return dq + _dot(d_logits.astype(k.dtype), k)
+    return dq + dot(d_logits.astype(k.dtype), k)
 
   n_unmasked, n_visible = _key_tiles_for_query_tile(
       q_start, block_q, block_k, spec)
@@ -490,16 +475,16 @@ def _dkv_kernel(q_ref, k_ref, v_ref, d_out_ref, lse_ref, delta_ref, dk_ref,
     d_out = d_out_ref[pl.ds(q_start, block_q), :]
     lse = lse_ref[:, pl.ds(q_start, block_q)]
     delta = delta_ref[:, pl.ds(q_start, block_q)]
-    scores_t = _dot_nt(k, q) * spec.log2_scale  # [block_k, block_q]
+    scores_t = dot_nt(k, q) * spec.log2_scale  # [block_k, block_q]
     if masked:
       scores_t = jnp.where(
           _visible(q_start, k_start, scores_t.shape, spec, transposed=True),
           scores_t, _MASK_VALUE)
     probs_t = jnp.exp2(scores_t - lse)
-    dv = dv + _dot(probs_t.astype(d_out.dtype), d_out)
-    d_probs_t = _dot_nt(v, d_out)
+    dv = dv + dot(probs_t.astype(d_out.dtype), d_out)
+    d_probs_t = dot_nt(v, d_out)
     d_logits_t = probs_t * (d_probs_t - delta)
-    dk = dk + _dot(d_logits_t.astype(q.dtype), q)
+    dk = dk + dot(d_logits_t.astype(q.dtype), q)
     return dk, dv
 
   first, first_unmasked, n_real = _query_tiles_for_key_tile(

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 
 from pallas_kernels import lowering as lowering_lib
 from pallas_kernels import reference
+from pallas_kernels.tile_math import dot, dot_nt, round_up
 
 _MASK_VALUE = reference.MASK_VALUE
 _MIN_BLOCK = 16  # Triton dots need every dimension >= 16.
@@ -148,9 +149,9 @@ def fused_cross_entropy(hidden: jax.Array, unembedding: jax.Array,
       tokens, vocab, d_model)
   spec = _Spec(vocab=vocab, blocks=blocks, lowering=lowering)
 
-  padded_tokens = _round_up(tokens, blocks.block_tokens)
-  padded_vocab = _round_up(vocab, blocks.block_vocab)
-  padded_model = _round_up(d_model, blocks.block_model)
+  padded_tokens = round_up(tokens, blocks.block_tokens)
+  padded_vocab = round_up(vocab, blocks.block_vocab)
+  padded_model = round_up(d_model, blocks.block_model)
   # Vocabulary-major [vocab, d_model] makes every kernel dot a plain or an
   # a @ b.T one; XLA cancels the transpose for tied [vocab, d_model] tables.
   unembedding_vd = jnp.pad(unembedding.T, ((0, padded_vocab - vocab),
@@ -160,22 +161,6 @@ def fused_cross_entropy(hidden: jax.Array, unembedding: jax.Array,
   labels = jnp.pad(labels.astype(jnp.int32), (0, padded_tokens - tokens))
   loss = _fused_cross_entropy(hidden, unembedding_vd, labels, spec)
   return loss[:tokens]
-
-
-def _round_up(x: int, multiple: int) -> int:
-  return -(-x // multiple) * multiple
-
-
-def _dot(a, b):
-  """[m, k] x [k, n] -> [m, n], f32 accumulator."""
-  return lax.dot_general(a, b, (((1,), (0,)), ((), ())),
-                         preferred_element_type=jnp.float32)
-
-
-def _dot_nt(a, b):
-  """[m, k] x [n, k] -> [m, n] (a @ b.T), f32 accumulator."""
-  return lax.dot_general(a, b, (((1,), (1,)), ((), ())),
-                         preferred_element_type=jnp.float32)
 
 
 def _model_chunks(ref, rows, block_model: int):
@@ -190,7 +175,7 @@ def _model_chunks(ref, rows, block_model: int):
 
 def _contract(a_chunks, b_chunks):
   """sum_c a_chunks[c] @ b_chunks[c].T: [m, n] f32."""
-  return sum(_dot_nt(a, b) for a, b in zip(a_chunks, b_chunks))
+  return sum(dot_nt(a, b) for a, b in zip(a_chunks, b_chunks))
 
 
 def _store_chunks(ref, chunks):
@@ -296,7 +281,7 @@ def _dh_kernel(h_ref, w_ref, labels_ref, lse_ref, d_loss_ref, dh_ref, *,
       # inf * 0 would poison dh.
       d_logits = jnp.where(vocab_ids < spec.vocab, d_logits, 0.0)
     d_logits = d_logits.astype(w_ref.dtype)
-    return tuple(acc + _dot(d_logits, w) for acc, w in zip(dh_chunks, w_chunks))
+    return tuple(acc + dot(d_logits, w) for acc, w in zip(dh_chunks, w_chunks))
 
   dh_chunks = tuple(jnp.zeros(h.shape, jnp.float32) for h in h_chunks)
   dh_chunks = lax.fori_loop(0, w_ref.shape[0] // block_vocab, visit,
@@ -332,7 +317,7 @@ def _dw_kernel(h_ref, w_ref, labels_ref, lse_ref, d_loss_ref, dw_ref, *,
       # that no inf/NaN is ever written.
       d_logits_t = jnp.where(vocab_ids < spec.vocab, d_logits_t, 0.0)
     d_logits_t = d_logits_t.astype(h_ref.dtype)
-    return tuple(acc + _dot(d_logits_t, h)
+    return tuple(acc + dot(d_logits_t, h)
                  for acc, h in zip(dw_chunks, h_chunks))
 
   dw_chunks = tuple(jnp.zeros(w.shape, jnp.float32) for w in w_chunks)

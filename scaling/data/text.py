@@ -9,6 +9,15 @@ import pathlib
 import numpy as np
 
 
+def random_windows(tokens: np.ndarray, rng: np.random.Generator, n_sequences: int, length: int,
+                   what: str) -> np.ndarray:
+  """[n_sequences, length] windows of a token stream at uniformly random offsets."""
+  if len(tokens) <= length:
+    raise ValueError(f"{what} has {len(tokens)} tokens, fewer than a window of {length}")
+  starts = rng.integers(0, len(tokens) - length, n_sequences)
+  return tokens[starts[:, None] + np.arange(length)]
+
+
 class TextFile:
 
   def __init__(self, path: str, eval_fraction: float = 0.1):
@@ -25,10 +34,7 @@ class TextFile:
 
   def windows(self, rng: np.random.Generator, n_sequences: int, length: int, split: str) -> np.ndarray:
     tokens = self.train_tokens if split == "train" else self.eval_tokens
-    if len(tokens) <= length:
-      raise ValueError(f"{self.path}: {split} split has {len(tokens)} characters, fewer than a window of {length}")
-    starts = rng.integers(0, len(tokens) - length, n_sequences)
-    return tokens[starts[:, None] + np.arange(length)]
+    return random_windows(tokens, rng, n_sequences, length, f"{self.path}: {split} split")
 
   def describe(self) -> dict:
     return {"kind": "text", "path": self.path, "sha256": self.sha256, "vocab_size": self.vocab_size,

@@ -8,6 +8,8 @@ file. `scaling/data/tfds_text.py` prepares such a dataset from a text file.
 """
 import numpy as np
 
+from scaling.data.text import random_windows
+
 
 class TfdsTokens:
 
@@ -29,10 +31,7 @@ class TfdsTokens:
 
   def windows(self, rng: np.random.Generator, n_sequences: int, length: int, split: str) -> np.ndarray:
     tokens = self.streams["train" if split == "train" else "eval"]
-    if len(tokens) <= length:
-      raise ValueError(f"tfds {self.name}: {split} split has {len(tokens)} tokens, fewer than a window of {length}")
-    starts = rng.integers(0, len(tokens) - length, n_sequences)
-    return tokens[starts[:, None] + np.arange(length)]
+    return random_windows(tokens, rng, n_sequences, length, f"tfds {self.name}: {split} split")
 
   def describe(self) -> dict:
     return {"kind": "tfds", "name": self.name, "version": self.version, "data_dir": self.data_dir,
