@@ -21,6 +21,8 @@ def main(argv=None) -> int:
   run_parser.add_argument("--out", default="runs", help="output root; the sweep goes in OUT/<name>/")
   run_parser.add_argument("--no-progress", action="store_true")
   run_parser.add_argument("--no-analysis", action="store_true")
+  run_parser.add_argument("--retry-failed", action="store_true",
+                          help="also re-run trials marked failed (they resume from their last checkpoint)")
   run_parser.add_argument("--retries", type=int, default=None,
                           help="re-runs of a crashed trial before it is marked failed (default: runtime.retries)")
   validate_parser = commands.add_parser("validate", help="check the sweep file and list its trials")
@@ -69,7 +71,8 @@ def main(argv=None) -> int:
     print(f"error: {error_at(args.file, read_yaml(args.file)[1], ('runtime', 'mesh'), str(e))}", file=sys.stderr)
     return 2
   try:
-    states = local.run(sweep, args.out, progress=not args.no_progress, retries=args.retries)
+    states = local.run(sweep, args.out, progress=not args.no_progress, retries=args.retries,
+                       retry_failed=args.retry_failed)
   except (Interrupted, KeyboardInterrupt) as e:
     print(f"interrupted: {e}; run the same command again to resume", file=sys.stderr)
     return 130

@@ -92,8 +92,14 @@ def run_trial(trial, run_dir: str, runtime: dict, progress: bool) -> str:
     return summary["status"]
 
 
-def run(sweep, out: str, progress: bool = True, retries: int | None = None, log=print) -> dict:
-  """Trains every trial not yet finished; returns {trial id: state} (as process 0 sees it)."""
+def run(sweep, out: str, progress: bool = True, retries: int | None = None, retry_failed: bool = False,
+        log=print) -> dict:
+  """Trains every trial not yet finished; returns {trial id: state} (as process 0 sees it).
+
+  retry_failed: also re-run trials marked failed (e.g. after fixing what made them crash);
+  they resume from their last checkpoint.
+  """
+  finished = tuple(s for s in FINISHED if not (retry_failed and s == "failed"))
   runtime = sweep.runtime.model_dump()
   if retries is not None:
     runtime["retries"] = retries
@@ -102,7 +108,7 @@ def run(sweep, out: str, progress: bool = True, retries: int | None = None, log=
   if writer:
     write_manifest(directory, sweep)
   states = {t.id: state_of(os.path.join(directory, t.id)) for t in sweep.trials}
-  todo = [t for t in sweep.trials if states[t.id] not in FINISHED]
+  todo = [t for t in sweep.trials if states[t.id] not in finished]
   progress = progress and writer
   bar = None
   if progress:
@@ -114,12 +120,12 @@ def run(sweep, out: str, progress: bool = True, retries: int | None = None, log=
   for trial in sweep.trials:
     run_dir = os.path.join(directory, trial.id)
     claim = None
-    if writer and states[trial.id] not in FINISHED:
+    if writer and states[trial.id] not in finished:
       claim = claims.try_claim(run_dir)
       if claim is None:
         states[trial.id] = "running"
         log(f"  {trial.id} {_describe(trial)}: claimed by another process, skipped")
-      elif state_of(run_dir) in FINISHED:  # Finished by another process since we looked.
+      elif state_of(run_dir) in finished:  # Finished by another process since we looked.
         states[trial.id] = state_of(run_dir)
         claim.release()
         claim = None

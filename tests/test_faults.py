@@ -186,3 +186,29 @@ def test_stale_claim_of_a_dead_process_is_taken_over(tmp_path):
   taken = claims.try_claim(run_dir)
   assert taken is not None
   taken.release()
+
+
+def test_a_crashing_trial_is_retried_then_marked_failed_and_the_sweep_goes_on(tmp_path):
+  from sweeps import local
+  corpus = tmp_path / "corpus.txt"
+  corpus.write_text("abcdefgh" * 200)
+  text_trial = TRIAL.format(name="crash", size=1, tokens=10 * 8 * 16, checkpoint_every=0, nan="null").replace(
+      "data: {kind: markov, vocab_size: 8, order: 2, mix: [0.2, 0.3, 0.5]}",
+      f"data: [{{kind: text, path: {corpus}}}, {{kind: markov, vocab_size: 8, order: 2, mix: [0.2, 0.3, 0.5]}}]")
+  sweep = expand.load(write(tmp_path, "crash.yaml", text_trial))
+  corpus.unlink()  # validated, then gone: the text trial crashes at start on every attempt
+  states = local.run(sweep, str(tmp_path / "runs"), progress=False, retries=2, log=lambda *_: None)
+  text_id, markov_id = (t.id for t in sweep.trials)
+  assert states == {text_id: "failed", markov_id: "done"}
+  run_dir = tmp_path / "runs" / "crash" / text_id
+  attempts = [json.loads(line) for line in open(run_dir / "attempts.jsonl")]
+  assert [a["outcome"] for a in attempts] == ["crashed"] * 3
+  assert "FileNotFoundError" in attempts[0]["error"] and "Traceback" in attempts[0]["traceback"]
+  summary = metrics_lib.read_json(str(run_dir / "summary.json"))
+  assert summary["status"] == "failed" and "after 3 attempts" in summary["reason"]
+  assert local.state_of(str(run_dir)) == "failed"  # finished: a re-run skips it...
+  assert local.run(sweep, str(tmp_path / "runs"), progress=False, log=lambda *_: None)[text_id] == "failed"
+  assert len(open(run_dir / "attempts.jsonl").readlines()) == 3
+  corpus.write_text("abcdefgh" * 200)  # ...unless asked to retry failed trials, once the cause is fixed
+  again = local.run(sweep, str(tmp_path / "runs"), progress=False, retry_failed=True, log=lambda *_: None)
+  assert again == {text_id: "done", markov_id: "done"}
