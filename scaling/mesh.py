@@ -81,6 +81,13 @@ def batch_sharding(mesh, rules=RULES) -> NamedSharding:
   return NamedSharding(mesh, P(batch_axes, None))
 
 
+def host_rows(sharding: NamedSharding, global_shape) -> slice:
+  """The smallest slice of batch rows covering every row this process's devices hold."""
+  spans = [index[0].indices(global_shape[0])[:2]
+           for index in sharding.addressable_devices_indices_map(global_shape).values()]
+  return slice(min(start for start, _ in spans), max(stop for _, stop in spans))
+
+
 def replicated(mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 

@@ -256,14 +256,24 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
 
   eval_step = jax.jit(loss_fn, in_shardings=(param_sharding, batch_sharding), out_shardings=replicated)
 
-  def place(batch):
-    if jax.process_count() == 1:
-      return jax.device_put(batch, batch_sharding)
-    # Every host computes the same batch (a function of seed and step) and hands each of its
-    # devices the rows the mesh gives it, whichever axes span hosts.
-    return jax.make_array_from_callback(batch.shape, batch_sharding, lambda index: batch[index])
+  global_shape = (train_cfg["batch_size"], train_cfg["seq_len"] + 1)
+  # The rows of the global batch this host's devices hold: a host draws only those.
+  local_rows = mesh_lib.host_rows(batch_sharding, global_shape)
 
-  eval_batches = [place(batch) for batch in s.data.eval(train_cfg["eval_batches"])]
+  def place(draw):
+    """Global batch array from draw(rows) -> rows of the batch (numpy)."""
+    if jax.process_count() == 1:
+      return jax.device_put(draw(None), batch_sharding)
+    local = draw(local_rows)
+
+    def rows_for_device(index):
+      start, stop, _ = index[0].indices(global_shape[0])
+      return local[start - local_rows.start: stop - local_rows.start]
+
+    return jax.make_array_from_callback(global_shape, batch_sharding, rows_for_device)
+
+  eval_batches = [place(lambda rows, batch=batch: batch if rows is None else batch[rows])
+                  for batch in s.data.eval(train_cfg["eval_batches"])]
 
   def evaluate(params) -> float:
     return float(np.mean([eval_step(params, batch) for batch in eval_batches]))
@@ -310,7 +320,7 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
   with _Preemption() as preemption:
     step = start_step
     while step < s.steps:
-      batch = place(s.data.train(step))
+      batch = place(lambda rows: s.data.train(step, rows))
       params, opt_state, step_metrics = train_step(params, opt_state, batch, np.int32(step))
       step += 1
       if sync_every_step:

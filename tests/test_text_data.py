@@ -23,6 +23,8 @@ def test_tiny_shakespeare_by_path():
   decoded = "".join(data.text.alphabet[i] for i in batch[0])
   assert decoded in open(SHAKESPEARE).read()[: len(data.text.train_tokens)]
   assert data.entropy_floor is None
+  # A host of a multi-host job reads only its rows of the global batch, and they are the same rows.
+  np.testing.assert_array_equal(data.train(step=3, rows=slice(1, 3)), batch[1:3])
   # Eval windows come from the held-out tail only.
   held_out = open(SHAKESPEARE).read()[len(data.text.train_tokens):]
   assert "".join(data.text.alphabet[i] for i in data.eval(1)[0][0]) in held_out

@@ -22,14 +22,16 @@ class Batches:
       if "mix" in options:
         options["mix"] = tuple(options["mix"])
       self.language = MarkovLanguage(MarkovSpec(**options))
-      self._draw = lambda rng, n, split: self.language.sample(rng, n, seq_len + 1)
+      # Sampling is sequential per row, so a host samples the whole batch and keeps its rows.
+      self._draw = lambda rng, n, split, rows=None: self.language.sample(rng, n, seq_len + 1)[
+          slice(None) if rows is None else rows]
       self.entropy_floor = self.language.optimal_loss(seq_len)
       self.info = self.language.describe()
       self._eval_set_floor = lambda windows: float(np.mean([self.language.score(w).mean() for w in windows]))
     elif kind in ("text", "tfds"):
       from scaling.data.tfds_source import TfdsTokens
       self.text = TextFile(**options) if kind == "text" else TfdsTokens(**options)
-      self._draw = lambda rng, n, split: self.text.windows(rng, n, seq_len + 1, split)
+      self._draw = lambda rng, n, split, rows=None: self.text.windows(rng, n, seq_len + 1, split, rows)
       self.entropy_floor = None
       self._eval_set_floor = lambda windows: None
       self.info = self.text.describe()
@@ -40,9 +42,7 @@ class Batches:
 
   def train(self, step: int, rows=None) -> np.ndarray:
     """The batch of `step`; `rows` (a slice) draws only this host's rows of it."""
-    rng = np.random.default_rng((self.seed, step))
-    batch = self._draw(rng, self.batch_size, "train")
-    return batch if rows is None else batch[rows]
+    return self._draw(np.random.default_rng((self.seed, step)), self.batch_size, "train", rows)
 
   def eval_set_floor(self, n_batches: int):
     """The Bayes-optimal loss on exactly the eval set (synthetic data), else None.

@@ -10,11 +10,16 @@ import numpy as np
 
 
 def random_windows(tokens: np.ndarray, rng: np.random.Generator, n_sequences: int, length: int,
-                   what: str) -> np.ndarray:
-  """[n_sequences, length] windows of a token stream at uniformly random offsets."""
+                   what: str, rows=None) -> np.ndarray:
+  """[n_sequences, length] windows of a token stream at uniformly random offsets.
+
+  rows (a slice) reads only those windows: a host of a multi-host job loads only its shard.
+  """
   if len(tokens) <= length:
     raise ValueError(f"{what} has {len(tokens)} tokens, fewer than a window of {length}")
   starts = rng.integers(0, len(tokens) - length, n_sequences)
+  if rows is not None:
+    starts = starts[rows]
   return tokens[starts[:, None] + np.arange(length)]
 
 
@@ -32,9 +37,9 @@ class TextFile:
     split = int(len(tokens) * (1 - eval_fraction))
     self.train_tokens, self.eval_tokens = tokens[:split], tokens[split:]
 
-  def windows(self, rng: np.random.Generator, n_sequences: int, length: int, split: str) -> np.ndarray:
+  def windows(self, rng: np.random.Generator, n_sequences: int, length: int, split: str, rows=None) -> np.ndarray:
     tokens = self.train_tokens if split == "train" else self.eval_tokens
-    return random_windows(tokens, rng, n_sequences, length, f"{self.path}: {split} split")
+    return random_windows(tokens, rng, n_sequences, length, f"{self.path}: {split} split", rows)
 
   def describe(self) -> dict:
     return {"kind": "text", "path": self.path, "sha256": self.sha256, "vocab_size": self.vocab_size,

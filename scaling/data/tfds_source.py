@@ -29,9 +29,9 @@ class TfdsTokens:
     self.alphabet = (builder.info.metadata or {}).get("alphabet") if builder.info.metadata is not None else None
     self.version = str(builder.info.version)
 
-  def windows(self, rng: np.random.Generator, n_sequences: int, length: int, split: str) -> np.ndarray:
+  def windows(self, rng: np.random.Generator, n_sequences: int, length: int, split: str, rows=None) -> np.ndarray:
     tokens = self.streams["train" if split == "train" else "eval"]
-    return random_windows(tokens, rng, n_sequences, length, f"tfds {self.name}: {split} split")
+    return random_windows(tokens, rng, n_sequences, length, f"tfds {self.name}: {split} split", rows)
 
   def describe(self) -> dict:
     return {"kind": "tfds", "name": self.name, "version": self.version, "data_dir": self.data_dir,
