@@ -35,30 +35,25 @@ def _flatten(prefix: str, obj, out: dict) -> dict:
   return out
 
 
-def _trial_ids(directory: str) -> list:
-  manifest = os.path.join(directory, "sweep.json")
-  if os.path.exists(manifest):
-    return [t["id"] for t in metrics_lib.read_json(manifest)["trials"]]
-  return sorted(d for d in os.listdir(directory) if os.path.exists(os.path.join(directory, d, "config.json")))
-
-
 def load_sweep(directory: str) -> SweepResults:
   if not os.path.isdir(directory):
     raise LoadError(f"{directory}: not a directory")
   manifest_path = os.path.join(directory, "sweep.json")
-  if not os.path.exists(manifest_path) and not _trial_ids(directory):
-    raise LoadError(f"{directory}: no sweep.json and no trial directories; is this a sweep output directory?")
-  name = metrics_lib.read_json(manifest_path)["name"] if os.path.exists(manifest_path) else os.path.basename(
-      os.path.normpath(directory))
-  axes = {}
   if os.path.exists(manifest_path):
-    axes = {t["id"]: t["axes"] for t in metrics_lib.read_json(manifest_path)["trials"]}
+    manifest = metrics_lib.read_json(manifest_path)
+  else:  # A directory of run dirs without a manifest (e.g. copied by hand).
+    ids = sorted(d for d in os.listdir(directory) if os.path.exists(os.path.join(directory, d, "config.json")))
+    if not ids:
+      raise LoadError(f"{directory}: no sweep.json and no trial directories; is this a sweep output directory?")
+    manifest = {"name": os.path.basename(os.path.normpath(directory)), "trials": [{"id": i, "axes": {}} for i in ids]}
+  name = manifest["name"]
+  axes = {t["id"]: t["axes"] for t in manifest["trials"]}
 
   trial_rows, step_frames = [], []
-  for trial_id in _trial_ids(directory):
+  for trial_id in axes:
     run_dir = os.path.join(directory, trial_id)
     row = {"trial_id": trial_id, "status": "pending"}
-    row.update({f"axis.{k}": v for k, v in axes.get(trial_id, {}).items()})
+    row.update({f"axis.{k}": v for k, v in axes[trial_id].items()})
     if os.path.exists(os.path.join(run_dir, "config.json")):
       _flatten("config", metrics_lib.read_json(os.path.join(run_dir, "config.json")), row)
     if os.path.exists(os.path.join(run_dir, "summary.json")):

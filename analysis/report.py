@@ -25,6 +25,12 @@ def _fit(x, y, bootstrap):
     return None, str(e)
 
 
+def _shared_value(trials, column):
+  """The column's value if every trial that has one agrees (one data set), else None."""
+  values = trials[column].dropna().unique() if column in trials else []
+  return float(values[0]) if len(values) == 1 else None
+
+
 def backtest_largest(trials, x_column, floor, bootstrap):
   """Fits without the largest rung and predicts it; errors in % of the loss and of its reducible part."""
   ordered = trials.sort_values(x_column)
@@ -73,10 +79,7 @@ def analyze(directory, params_column="params_non_embedding", compute_column="flo
   done = trials[trials.status == "done"] if "status" in trials else trials.iloc[:0]
   done = done[np.isfinite(done.get("final_eval_loss", np.nan).astype(float))]
   excluded = trials[~trials.trial_id.isin(done.trial_id)]
-  floors = done["entropy_floor"].dropna().unique() if "entropy_floor" in done else []
-  floor = float(floors[0]) if len(floors) == 1 else None
-  eval_floors = done["eval_set_floor"].dropna().unique() if "eval_set_floor" in done else []
-  eval_set_floor = float(eval_floors[0]) if len(eval_floors) == 1 else None
+  floor, eval_set_floor = _shared_value(done, "entropy_floor"), _shared_value(done, "eval_set_floor")
 
   fits, fit_errors = {}, {}
   if len(done):

@@ -60,7 +60,8 @@ def setup(config: dict) -> Setup:
                steps, tokens_per_step)
 
 
-def make_optimizer(opt_cfg: dict, steps: int) -> optax.GradientTransformation:
+def make_optimizer(opt_cfg: dict, steps: int):
+  """(AdamW with warmup + cosine and optional clipping, its lr schedule)."""
   warmup = min(opt_cfg["warmup_steps"], max(steps - 1, 0))
   schedule = optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=opt_cfg["lr"], warmup_steps=warmup, decay_steps=max(steps, warmup + 1),
@@ -157,7 +158,7 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
   """
   wall_start = time.time()
   runtime = {**DEFAULT_RUNTIME, **(runtime or {})}
-  writer_process = jax.process_index() == 0  # Only process 0 writes files other than checkpoints.
+  writer_process = distributed.is_writer()  # Only process 0 writes files other than checkpoints.
   os.makedirs(run_dir, exist_ok=True)
   if writer_process:
     metrics_lib.write_json_atomic(os.path.join(run_dir, "config.json"), config)
@@ -165,6 +166,7 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
   s = setup(config)
   optimizer, schedule = make_optimizer(config["optimizer"], s.steps)
   mesh = mesh_lib.make_mesh(runtime["mesh"])
+  eval_windows = s.data.eval(train_cfg["eval_batches"])
 
   # What is known before the first step; the summary says "running" until the end.
   static = {
@@ -174,7 +176,7 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
       "steps_planned": s.steps,
       "tokens_planned": s.steps * s.tokens_per_step,
       "entropy_floor": s.data.entropy_floor,
-      "eval_set_floor": s.data.eval_set_floor(train_cfg["eval_batches"]),
+      "eval_set_floor": s.data.eval_set_floor(eval_windows),
       "arch": dataclasses.asdict(s.arch),
       "data": s.data.info,
       "device": f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind} x{jax.device_count()}",
@@ -273,7 +275,7 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
     return jax.make_array_from_callback(global_shape, batch_sharding, rows_for_device)
 
   eval_batches = [place(lambda rows, batch=batch: batch if rows is None else batch[rows])
-                  for batch in s.data.eval(train_cfg["eval_batches"])]
+                  for batch in eval_windows]
 
   def evaluate(params) -> float:
     return float(np.mean([eval_step(params, batch) for batch in eval_batches]))

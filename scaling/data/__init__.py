@@ -44,13 +44,13 @@ class Batches:
     """The batch of `step`; `rows` (a slice) draws only this host's rows of it."""
     return self._draw(np.random.default_rng((self.seed, step)), self.batch_size, "train", rows)
 
-  def eval_set_floor(self, n_batches: int):
-    """The Bayes-optimal loss on exactly the eval set (synthetic data), else None.
+  def eval_set_floor(self, eval_windows: list):
+    """The Bayes-optimal loss on exactly these eval windows (synthetic data), else None.
 
     The population floor `entropy_floor` is what the fit's E estimates; this one
     tells how far the finite eval set's own sampling noise moves it.
     """
-    return self._eval_set_floor(self.eval(n_batches))
+    return self._eval_set_floor(eval_windows)
 
   def eval(self, n_batches: int) -> list:
     """A fixed held-out set: the same for every trial on this data, whatever its seed."""
