@@ -48,8 +48,7 @@ def main(argv=None) -> int:
   if args.command == "validate":
     print(f"{args.file}: sweep {sweep.name!r} is valid: {len(sweep.trials)} trial(s)")
     for trial in sweep.trials:
-      axes = " ".join(f"{k}={v}" for k, v in trial.axes.items())
-      print(f"  {trial.id}  {axes}")
+      print(f"  {trial.id}  {expand.describe_axes(trial.axes)}")
     return 0
 
   from scaling import distributed

@@ -32,6 +32,11 @@ class Trial:
     return self.spec.model_dump(mode="json")
 
 
+def describe_axes(axes: dict) -> str:
+  """A trial's grid coordinates as `key=value ...`, for listings and logs."""
+  return " ".join(f"{k}={v}" for k, v in axes.items())
+
+
 def trial_id(spec: spec_lib.TrialSpec) -> str:
   canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
   return hashlib.sha256(canonical.encode()).hexdigest()[:12]

@@ -22,7 +22,7 @@ import traceback
 
 from scaling import distributed
 from scaling import metrics as metrics_lib
-from sweeps import claims
+from sweeps import claims, expand
 
 FINISHED = ("done", "diverged", "failed")
 
@@ -151,4 +151,4 @@ def run(sweep, out: str, progress: bool = True, retries: int | None = None, retr
 
 
 def _describe(trial) -> str:
-  return " ".join(f"{k}={v}" for k, v in trial.axes.items()) or "(single trial)"
+  return expand.describe_axes(trial.axes) or "(single trial)"

@@ -2,7 +2,7 @@
 import os
 
 from scaling import metrics as metrics_lib
-from sweeps import local
+from sweeps import expand, local
 
 
 def rows(directory: str) -> list:
@@ -19,7 +19,7 @@ def rows(directory: str) -> list:
         "step": train_rows[-1]["step"] if train_rows else 0,
         "steps": summary.get("steps_planned"),
         "last_loss": train_rows[-1]["loss"] if train_rows else None,
-        "axes": " ".join(f"{k}={v}" for k, v in trial["axes"].items()),
+        "axes": expand.describe_axes(trial["axes"]),
         "reason": summary.get("reason"),
     })
   return out
