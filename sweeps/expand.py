@@ -65,7 +65,7 @@ def load(path: str) -> spec_lib.Sweep:
   for key_path, values in axes:
     if not values:
       raise spec_lib.error_at(path, lines, key_path, "an empty list gives no trials")
-  trials, seen = [], set()
+  trials, seen, checked = [], set(), set()
   for combination in itertools.product(*(values for _, values in axes)):
     trial_doc = json.loads(json.dumps(body))
     for (key_path, _), value in zip(axes, combination):
@@ -74,8 +74,11 @@ def load(path: str) -> spec_lib.Sweep:
       trial_spec = spec_lib.TrialSpec.model_validate(trial_doc)
     except pydantic.ValidationError as e:
       raise spec_lib.validation_error(path, lines, e) from None
-    spec_lib.check_family_options(path, lines, trial_spec.model, ("model",))
-    _check_data_exists(path, lines, trial_spec.data)
+    model_and_data = json.dumps([trial_spec.model.model_dump(mode="json"), trial_spec.data.model_dump(mode="json")])
+    if model_and_data not in checked:  # Grids repeat these; check each once (TFDS lookups are slow).
+      spec_lib.check_family_options(path, lines, trial_spec.model, ("model",))
+      _check_data_exists(path, lines, trial_spec.data)
+      checked.add(model_and_data)
     trial = Trial(id=trial_id(trial_spec), spec=trial_spec,
                   axes={".".join(map(str, k)): v for (k, _), v in zip(axes, combination)})
     if trial.id not in seen:  # Two grid points that resolve to the same config run once.

@@ -6,6 +6,7 @@ while loading, so a bad file leaves no trace.
 """
 import inspect
 import re
+import typing
 from typing import Annotated, Literal, Optional, Union
 
 import pydantic
@@ -66,6 +67,8 @@ class TfdsData(_Strict):
 
 
 DataSpec = Annotated[Union[MarkovData, TextData, TfdsData], pydantic.Field(discriminator="kind")]
+_DATA_KINDS = tuple(typing.get_args(m.model_fields["kind"].annotation)[0] for m in typing.get_args(
+    typing.get_args(DataSpec)[0]))
 
 
 class HorizonSpec(_Strict):
@@ -217,7 +220,7 @@ def error_at(path: str, lines: dict, key_path: tuple, message: str) -> SpecError
 def validation_error(path: str, lines: dict, error: pydantic.ValidationError, prefix=()) -> SpecError:
   first = error.errors()[0]
   # Discriminated unions put the variant's tag in the location; it is not a key of the file.
-  loc = tuple(k for k in first["loc"] if k not in ("markov", "text", "tfds"))
+  loc = tuple(k for k in first["loc"] if k not in _DATA_KINDS)
   message = first["msg"]
   if first["type"] == "extra_forbidden":
     message = "unknown key"
