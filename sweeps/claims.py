@@ -17,7 +17,7 @@ LEASE_SECONDS = 30.0
 
 
 class Claim:
-  """Held claim on one run directory; release() or use as a context manager."""
+  """Held claim on one run directory, kept alive by a heartbeat thread until release()."""
 
   def __init__(self, path: str):
     self.path = path
@@ -36,12 +36,6 @@ class Claim:
     self._stop.set()
     self._thread.join()
     _remove(self.path)
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    self.release()
 
 
 def _create(path: str) -> bool:
@@ -75,8 +69,8 @@ def _read(path: str):
     return None
 
 
-def _stale(path: str) -> bool:
-  info = _read(path)
+def _stale(path: str, info=None) -> bool:
+  info = _read(path) if info is None else info
   return _age(path) >= LEASE_SECONDS or (info is not None and _dead(info))
 
 
@@ -84,7 +78,7 @@ def holder(run_dir: str):
   """The live claim's contents, or None if the trial is unclaimed or its claim is stale."""
   path = os.path.join(run_dir, "claim.json")
   info = _read(path)
-  return None if info is None or _stale(path) else info
+  return None if info is None or _stale(path, info) else info
 
 
 def try_claim(run_dir: str):
