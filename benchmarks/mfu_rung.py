@@ -40,10 +40,10 @@ def main(argv=None):
       "data": {"kind": "markov", "vocab_size": 256, "order": 2, "mix": [0.2, 0.3, 0.5]},
       "train": {"seq_len": args.seq_len, "batch_size": args.batch_size, "compute_dtype": args.dtype,
                 "horizon": {"tokens": args.steps * args.batch_size * args.seq_len}, "eval_every": 10 ** 9,
-                "eval_batches": 1, "flush_every": 10, "checkpoint_every": 0, "tensorboard": False},
+                "eval_batches": 1},
   }).model_dump(mode="json")
   with tempfile.TemporaryDirectory() as run_dir:
-    summary = train_lib.train(config, run_dir, progress=False)
+    summary = train_lib.train(config, run_dir, progress=False, runtime={"checkpoint_every": 0, "tensorboard": False})
   device = jax.devices()[0]
   peak = args.peak_tflops * 1e12 if args.peak_tflops else mfu_lib.peak_flops_per_second(device.device_kind)
   achieved = summary["tokens_per_second"] * summary["flops_per_token"]

@@ -22,7 +22,15 @@ def count_params(model: nnx.Module, embedding_leaves: tuple) -> dict:
           "params_non_embedding": total - embedding}
 
 
-def flops_per_token(family, arch, counts: dict) -> dict:
-  """Training FLOPs per token: the exact count and Kaplan's 6N."""
-  return {"flops_per_token": int(family.flops_per_token(arch)["exact"]),
-          "flops_per_token_6n": 6 * counts["params_non_embedding"]}
+def training_flops(family, arch, counts: dict) -> dict:
+  """Training FLOPs per example and per token (position): the exact count and Kaplan's 6N.
+
+  A GPT example is a window of seq_len tokens; a ViT example is an image of
+  n_patches tokens, so FLOPs per token is FLOPs per example / tokens per example.
+  """
+  flops = family.flops_per_example(arch)
+  exact, tokens = int(flops["exact"]), int(flops["tokens"])
+  six_n = 6 * counts["params_non_embedding"]
+  return {"flops_per_example": exact, "flops_per_example_6n": six_n * tokens, "tokens_per_example": tokens,
+          "flops_per_token": exact // tokens if exact % tokens == 0 else exact / tokens,
+          "flops_per_token_6n": six_n}

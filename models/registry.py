@@ -4,16 +4,21 @@ import importlib
 from typing import Callable
 
 _FAMILIES: dict = {}
-_BUILTIN = ("models.gpt",)  # Modules imported lazily so `import models` stays cheap.
+_BUILTIN = ("models.gpt", "models.vit")  # Modules imported lazily so `import models` stays cheap.
 
 
 @dataclasses.dataclass(frozen=True)
 class Family:
   name: str
-  ladder: Callable  # (dial, **family_options) -> architecture config
+  ladder: Callable  # (dial, **inputs, **family_options) -> architecture config
   build: Callable  # (architecture config, seed) -> nnx.Module
-  flops_per_token: Callable  # architecture config -> {"exact": training FLOPs per token}
-  embedding_leaves: tuple  # top-level parameter names that are lookup tables
+  # architecture config -> {"exact": training FLOPs per example, "tokens": tokens (positions) per example}
+  flops_per_example: Callable
+  embedding_leaves: tuple  # top-level parameter names that are lookup tables (no FLOPs)
+  # Keyword inputs of `ladder` that come from the data (vocab_size, image_shape, ...) or the objective
+  # (`objective`), never from `model.options`.
+  inputs: tuple
+  objectives: tuple  # objectives the family's models support; the first is the default
 
 
 def register(name, **fields):

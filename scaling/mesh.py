@@ -22,6 +22,8 @@ RULES = (
     ("heads", "tensor"),
     ("vocab", "tensor"),
     ("norm", None),
+    ("pixels", None),
+    ("classes", None),
     ("seq", None),
     ("act_embed", None),
 )
@@ -77,8 +79,9 @@ def param_shardings(state, mesh, rules=RULES):
 
 
 def batch_sharding(mesh, rules=RULES) -> NamedSharding:
+  """Splits the leading (batch) dimension of any batch array; the other dimensions are replicated."""
   batch_axes = dict(rules)["batch"]
-  return NamedSharding(mesh, P(batch_axes, None))
+  return NamedSharding(mesh, P(batch_axes))
 
 
 def host_rows(sharding: NamedSharding, global_shape) -> slice:

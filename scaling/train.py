@@ -22,6 +22,8 @@ from flax import nnx
 
 from models import counting, registry
 from scaling import checkpoint as checkpoint_lib
+from scaling import evaluators as evaluators_lib
+from scaling import objectives
 from scaling import distributed
 from scaling import mesh as mesh_lib
 from scaling import metrics as metrics_lib
@@ -33,31 +35,42 @@ class Setup:
   """Everything a trial derives from its config before the first step."""
   data: Batches
   family: registry.Family
+  objective: objectives.Objective
   arch: object
   model: nnx.Module
   counts: dict
-  flops: dict
+  flops: dict  # per example and per token, exact and 6N (models/counting.py)
   steps: int
+  examples_per_step: int
   tokens_per_step: int
 
 
 def setup(config: dict) -> Setup:
+  from sweeps.spec import ladder_inputs
   model_cfg, train_cfg = config["model"], config["train"]
   data = Batches(config["data"], train_cfg["seq_len"], train_cfg["batch_size"], config["seed"])
   family = registry.get(model_cfg["family"])
-  arch = family.ladder(model_cfg["size"], vocab_size=data.vocab_size, seq_len=train_cfg["seq_len"],
+  objective = objectives.get(train_cfg["objective"]["name"])
+  arch = family.ladder(model_cfg["size"], **ladder_inputs(family, data.model_inputs, objective.name),
                        **model_cfg["options"])
   model = family.build(arch, config["seed"])
   counts = counting.count_params(model, family.embedding_leaves)
-  tokens_per_step = train_cfg["batch_size"] * train_cfg["seq_len"]
+  flops = counting.training_flops(family, arch, counts)
+  tokens_per_step = train_cfg["batch_size"] * flops["tokens_per_example"]
   horizon = train_cfg["horizon"]
-  if horizon["tokens"] is not None:
-    tokens = horizon["tokens"]
+  if horizon.get("examples") is not None:
+    steps = math.ceil(horizon["examples"] / train_cfg["batch_size"])
+  elif horizon.get("epochs") is not None:
+    train_examples = data.info.get("train_examples")
+    if not train_examples:
+      raise ValueError(f"horizon.epochs needs a finite dataset; data kind {config['data']['kind']!r} is a stream")
+    steps = math.ceil(horizon["epochs"] * train_examples / train_cfg["batch_size"])
   else:
-    tokens = horizon["tokens_per_param"] * counts[f"params_{horizon['param_count']}"]
-  steps = max(1, math.ceil(tokens / tokens_per_step))
-  return Setup(data, family, arch, model, counts, counting.flops_per_token(family, arch, counts),
-               steps, tokens_per_step)
+    tokens = horizon["tokens"] if horizon["tokens"] is not None else (
+        horizon["tokens_per_param"] * counts[f"params_{horizon['param_count']}"])
+    steps = math.ceil(tokens / tokens_per_step)
+  return Setup(data, family, objective, arch, model, counts, flops, max(1, steps), train_cfg["batch_size"],
+               tokens_per_step)
 
 
 def make_optimizer(opt_cfg: dict, steps: int):
@@ -75,9 +88,9 @@ def make_optimizer(opt_cfg: dict, steps: int):
   return adamw, schedule
 
 
-def cross_entropy(logits, targets):
-  """Mean next-token loss in nats."""
-  return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+def step_rng(seed: int, step):
+  """The objective's randomness at `step` (masks, noise): a pure function of (seed, step), so resume is exact."""
+  return jax.random.fold_in(jax.random.key(seed % 2**32), step)
 
 
 def params_sha256(params) -> str:
@@ -147,36 +160,118 @@ class DoesNotFit(Exception):
   """The ahead-of-time compile says a trial needs more memory per device than there is."""
 
 
-DEFAULT_RUNTIME = {"mesh": {"data": -1, "fsdp": 1, "tensor": 1}, "memory_limit_gib": None}
+def default_runtime() -> dict:
+  from sweeps.spec import RuntimeSpec  # The schema holds the defaults, once.
+  return RuntimeSpec().model_dump()
+
+
+def make_train_step(graphdef, objective, objective_options, optimizer, schedule, train_cfg, seed):
+  """The pure step (params, opt_state, batch, step) -> (params, opt_state, metrics) for any objective."""
+  compute_dtype = jnp.dtype(train_cfg["compute_dtype"])
+  microbatches = train_cfg["microbatches"]
+
+  def loss_fn(params, batch, rng):
+    if compute_dtype != jnp.float32:  # Mixed precision: float32 master weights, low-precision math.
+      params = jax.tree.map(lambda p: p.astype(compute_dtype), params)
+    return objective.loss(nnx.merge(graphdef, params), batch, rng, objective_options)
+
+  def loss_and_grads(params, batch, rng):
+    if microbatches == 1:
+      return jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
+    # Gradient accumulation: scan over microbatches, sum in float32, average.
+    micro = jax.tree.map(lambda x: x.reshape(microbatches, x.shape[0] // microbatches, *x.shape[1:]), batch)
+
+    def accumulate(carry, inputs):
+      index, microbatch = inputs
+      (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, microbatch,
+                                                                          jax.random.fold_in(rng, index))
+      return jax.tree.map(jnp.add, carry, (loss, metrics, grads)), None
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    metric_zeros = jax.tree.map(lambda m: jnp.zeros((), jnp.float32), jax.eval_shape(
+        loss_fn, params, jax.tree.map(lambda x: x[0], micro), rng)[1])
+    (loss, metrics, grads), _ = jax.lax.scan(accumulate, (jnp.zeros((), jnp.float32), metric_zeros, zeros),
+                                             (jnp.arange(microbatches), micro))
+    return (loss / microbatches, jax.tree.map(lambda m: m / microbatches, metrics)), jax.tree.map(
+        lambda g: g / microbatches, grads)
+
+  def train_step(params, opt_state, batch, step):
+    (loss, metrics), grads = loss_and_grads(params, batch, step_rng(seed, step))
+    if train_cfg["inject_nan_at_step"] is not None:  # Fault injection for tests of divergence handling.
+      poison = jnp.where(step + 1 == train_cfg["inject_nan_at_step"], jnp.nan, 1.0)
+      loss, grads = loss * poison, jax.tree.map(lambda g: g * poison, grads)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    return params, opt_state, {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(step), **metrics}
+
+  return train_step, loss_fn
+
+
+class Placement:
+  """Puts batches (dicts of numpy arrays, batch dimension first) onto the mesh; each host draws only its rows."""
+
+  def __init__(self, mesh, shapes: dict):
+    self.sharding = mesh_lib.batch_sharding(mesh)
+    self.shapes = shapes  # {feature: (global shape, dtype)}
+    self.batch_size = next(iter(shapes.values()))[0][0]
+    # The rows of the global batch this host's devices hold: a host draws only those.
+    self.local_rows = mesh_lib.host_rows(self.sharding, (self.batch_size,))
+
+  def abstract(self) -> dict:
+    return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=self.sharding) for k, (shape, dtype) in self.shapes.items()}
+
+  def place(self, draw) -> dict:
+    """Global batch arrays from draw(rows) -> {feature: rows of the batch (numpy)}."""
+    if jax.process_count() == 1:
+      return jax.device_put(draw(None), self.sharding)
+    local, start = draw(self.local_rows), self.local_rows.start
+
+    def leaf(name):
+      def rows_for_device(index):
+        lo, hi, _ = index[0].indices(self.batch_size)
+        return local[name][lo - start: hi - start]
+      return jax.make_array_from_callback(self.shapes[name][0], self.sharding, rows_for_device)
+
+    return {name: leaf(name) for name in self.shapes}
+
+  def place_batch(self, batch: dict) -> dict:
+    return self.place(lambda rows: batch if rows is None else {k: v[rows] for k, v in batch.items()})
 
 
 def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | None = None) -> dict:
   """Runs (or resumes) one trial and returns its summary.
 
-  `runtime` says how to run, not what: the mesh and a memory limit. It is not
-  part of the trial id, so the same trial runs on a laptop or a pod slice.
+  `runtime` says how to run, not what: the mesh, a memory limit, logging and
+  checkpoint cadence. It is not part of the trial id, so the same trial runs
+  on a laptop or a pod slice.
   """
   wall_start = time.time()
-  runtime = {**DEFAULT_RUNTIME, **(runtime or {})}
+  runtime = {**default_runtime(), **(runtime or {})}
   writer_process = distributed.is_writer()  # Only process 0 writes files other than checkpoints.
   os.makedirs(run_dir, exist_ok=True)
   if writer_process:
     metrics_lib.write_json_atomic(os.path.join(run_dir, "config.json"), config)
   train_cfg = config["train"]
   s = setup(config)
+  objective_options = {k: v for k, v in train_cfg["objective"].items() if k != "name"}
   optimizer, schedule = make_optimizer(config["optimizer"], s.steps)
   mesh = mesh_lib.make_mesh(runtime["mesh"])
-  eval_windows = s.data.eval(train_cfg["eval_batches"])
+  eval_sets = s.data.eval(train_cfg["eval_batches"])
 
   # What is known before the first step; the summary says "running" until the end.
   static = {
       "trial_id": os.path.basename(os.path.normpath(run_dir)),
+      "objective": s.objective.name,
+      "objective_kind": s.objective.kind,
+      "loss_unit": s.objective.loss_unit,
       **s.counts,
       **s.flops,
       "steps_planned": s.steps,
+      "examples_planned": s.steps * s.examples_per_step,
       "tokens_planned": s.steps * s.tokens_per_step,
       "entropy_floor": s.data.entropy_floor,
-      "eval_set_floor": s.data.eval_set_floor(eval_windows),
+      "eval_set_floor": s.data.eval_set_floor(eval_sets),
+      "eval_examples": len(eval_sets) * s.examples_per_step,
       "arch": dataclasses.asdict(s.arch),
       "data": s.data.info,
       "device": f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind} x{jax.device_count()}",
@@ -202,49 +297,19 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
                                        jax.eval_shape(optimizer.init, params), param_sharding,
                                        transform_non_params=lambda _: replicated)
   opt_state = jax.jit(optimizer.init, out_shardings=opt_sharding)(params)
-  batch_sharding = mesh_lib.batch_sharding(mesh)
-  compute_dtype = jnp.dtype(train_cfg["compute_dtype"])
-  microbatches = train_cfg["microbatches"]
+  placement = Placement(mesh, s.data.shapes())
+  batch_sharding = placement.sharding
 
-  def loss_fn(params, batch):
-    if compute_dtype != jnp.float32:  # Mixed precision: float32 master weights, low-precision math.
-      params = jax.tree.map(lambda p: p.astype(compute_dtype), params)
-    logits = nnx.merge(graphdef, params)(batch[:, :-1])
-    return cross_entropy(logits, batch[:, 1:])
-
-  def loss_and_grads(params, batch):
-    if microbatches == 1:
-      return jax.value_and_grad(loss_fn)(params, batch)
-    # Gradient accumulation: scan over microbatches, sum in float32, average.
-    micro = batch.reshape(microbatches, batch.shape[0] // microbatches, batch.shape[1])
-
-    def accumulate(carry, microbatch):
-      loss, grads = jax.value_and_grad(loss_fn)(params, microbatch)
-      return (carry[0] + loss, jax.tree.map(jnp.add, carry[1], grads)), None
-
-    zeros = jax.tree.map(jnp.zeros_like, params)
-    (loss, grads), _ = jax.lax.scan(accumulate, (jnp.zeros((), jnp.float32), zeros), micro)
-    return loss / microbatches, jax.tree.map(lambda g: g / microbatches, grads)
-
-  def train_step(params, opt_state, batch, step):
-    loss, grads = loss_and_grads(params, batch)
-    if train_cfg["inject_nan_at_step"] is not None:  # Fault injection for tests of divergence handling.
-      poison = jnp.where(step + 1 == train_cfg["inject_nan_at_step"], jnp.nan, 1.0)
-      loss, grads = loss * poison, jax.tree.map(lambda g: g * poison, grads)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
-    return params, opt_state, {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(step)}
-
+  train_step, loss_fn = make_train_step(graphdef, s.objective, objective_options, optimizer, schedule, train_cfg,
+                                        config["seed"])
   on_cpu = jax.devices()[0].platform == "cpu"
   train_step = jax.jit(train_step, in_shardings=(param_sharding, opt_sharding, batch_sharding, replicated),
                        out_shardings=(param_sharding, opt_sharding, replicated),
                        donate_argnums=() if on_cpu else (0, 1))
 
   # ---- Ahead-of-time compile: memory per device, before any step runs ----
-  batch_shape = jax.ShapeDtypeStruct((train_cfg["batch_size"], train_cfg["seq_len"] + 1), jnp.int32,
-                                     sharding=batch_sharding)
   compile_start = time.time()
-  train_step = train_step.lower(params, opt_state, batch_shape, np.int32(0)).compile()
+  train_step = train_step.lower(params, opt_state, placement.abstract(), np.int32(0)).compile()
   memory = _memory_per_device(train_step)
   static["memory_per_device_bytes"] = memory
   limit = _memory_limit(runtime["memory_limit_gib"])
@@ -256,32 +321,25 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
     raise DoesNotFit(reason)
   write_summary({"status": "running", **static})
 
-  eval_step = jax.jit(loss_fn, in_shardings=(param_sharding, batch_sharding), out_shardings=replicated)
+  # ---- Evaluation: the objective on the fixed held-out set, then the evaluators ----
+  eval_step = jax.jit(loss_fn, in_shardings=(param_sharding, batch_sharding, replicated),
+                      out_shardings=replicated)
+  eval_batches = [placement.place_batch(batch) for batch in eval_sets]
+  eval_rngs = [step_rng(_EVAL_SEED, i) for i in range(len(eval_batches))]  # Same masks at every eval.
 
-  global_shape = (train_cfg["batch_size"], train_cfg["seq_len"] + 1)
-  # The rows of the global batch this host's devices hold: a host draws only those.
-  local_rows = mesh_lib.host_rows(batch_sharding, global_shape)
+  def evaluate(params) -> dict:
+    outputs = [eval_step(params, batch, rng) for batch, rng in zip(eval_batches, eval_rngs)]
+    row = {"eval_loss": float(np.mean([loss for loss, _ in outputs]))}
+    for name in outputs[0][1]:
+      row[f"eval_{name}"] = float(np.mean([metrics[name] for _, metrics in outputs]))
+    return row
 
-  def place(draw):
-    """Global batch array from draw(rows) -> rows of the batch (numpy)."""
-    if jax.process_count() == 1:
-      return jax.device_put(draw(None), batch_sharding)
-    local = draw(local_rows)
-
-    def rows_for_device(index):
-      start, stop, _ = index[0].indices(global_shape[0])
-      return local[start - local_rows.start: stop - local_rows.start]
-
-    return jax.make_array_from_callback(global_shape, batch_sharding, rows_for_device)
-
-  eval_batches = [place(lambda rows, batch=batch: batch if rows is None else batch[rows])
-                  for batch in eval_windows]
-
-  def evaluate(params) -> float:
-    return float(np.mean([eval_step(params, batch) for batch in eval_batches]))
+  evaluators = evaluators_lib.build_all(evaluators_lib.Context(
+      config=config, data=s.data, objective=s.objective, graphdef=graphdef, placement=placement,
+      eval_sets=eval_sets, param_sharding=param_sharding))
 
   # ---- Resume ----
-  checkpoints = checkpoint_lib.Checkpoints(run_dir, keep=train_cfg["keep_checkpoints"])
+  checkpoints = checkpoint_lib.Checkpoints(run_dir, keep=runtime["keep_checkpoints"])
   metrics_path = os.path.join(run_dir, "metrics.jsonl")
   start_step = 0
   latest = checkpoints.latest_step()
@@ -290,7 +348,7 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
     params, opt_state, start_step = state["params"], state["opt_state"], latest
   if writer_process:
     metrics_lib.truncate_metrics(metrics_path, start_step)  # Steps past the checkpoint are redone.
-  writer = metrics_lib.MetricsWriter(run_dir, tensorboard=train_cfg["tensorboard"], enabled=writer_process)
+  writer = metrics_lib.MetricsWriter(run_dir, tensorboard=runtime["tensorboard"], enabled=writer_process)
   # Collectives on a multi-device CPU client deadlock if many steps are in flight: sync every step.
   sync_every_step = on_cpu and mesh.size > 1
 
@@ -306,6 +364,9 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
   last_checkpoint_time = time.time()
   status, reason = "done", None
 
+  def progress_so_far(step):
+    return {"step": step, "examples": step * s.examples_per_step, "tokens": step * s.tokens_per_step}
+
   def flush():
     nonlocal pending
     rows = jax.device_get(pending)
@@ -316,24 +377,31 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
     writer.write(rows)
     return rows
 
+  def eval_row(step, final=False):
+    row = {**progress_so_far(step), **evaluate(params)}
+    for evaluator in evaluators:
+      if final or evaluator.due(step):
+        row.update(evaluator.run(params))
+    return row
+
   def save(step, wait=False):
     checkpoints.save(step, {"params": params, "opt_state": opt_state}, wait=wait)
 
   with _Preemption() as preemption:
     step = start_step
     while step < s.steps:
-      batch = place(lambda rows: s.data.train(step, rows))
+      batch = placement.place(lambda rows: s.data.train(step, rows))
       params, opt_state, step_metrics = train_step(params, opt_state, batch, np.int32(step))
       step += 1
       if sync_every_step:
         jax.block_until_ready(step_metrics["loss"])
-      pending.append({"step": step, "tokens": step * s.tokens_per_step, "device": step_metrics})
+      pending.append({**progress_so_far(step), "device": step_metrics})
       is_last = step == s.steps
       if steady_start is None:  # The first step compiles; throughput is timed from its end.
         jax.block_until_ready(step_metrics)
         steady_start, steady_first_step = time.time(), step
         compile_seconds = steady_start - compile_start
-      if len(pending) >= train_cfg["flush_every"] or is_last or step % train_cfg["eval_every"] == 0:
+      if len(pending) >= runtime["flush_every"] or is_last or step % train_cfg["eval_every"] == 0:
         rows = flush()
         reason = _divergence(rows, recent_losses[:-len(rows)], train_cfg["max_loss_spike"])
         if reason:
@@ -344,10 +412,10 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
           bar.set_postfix(loss=f"{rows[-1]['loss']:.4f}", refresh=False)
         side_start = time.time()
         if step % train_cfg["eval_every"] == 0 or is_last:
-          last_eval = evaluate(params)
-          writer.write([{"step": step, "tokens": step * s.tokens_per_step, "eval_loss": last_eval}])
-        checkpoint_due = (train_cfg["checkpoint_every"] and step % train_cfg["checkpoint_every"] == 0) or (
-            time.time() - last_checkpoint_time > 60 * train_cfg["checkpoint_minutes"])
+          last_eval = eval_row(step, final=is_last)
+          writer.write([last_eval])
+        checkpoint_due = (runtime["checkpoint_every"] and step % runtime["checkpoint_every"] == 0) or (
+            time.time() - last_checkpoint_time > 60 * runtime["checkpoint_minutes"])
         checkpoint_due = distributed.agree(checkpoint_due)  # Hosts' clocks differ; a save is collective.
         if checkpoint_due and not is_last:
           save(step)
@@ -365,9 +433,9 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
   if bar is not None:
     bar.close()
   if status == "done" and last_eval is None:  # Resumed from a checkpoint at the last step.
-    last_eval = evaluate(params)
+    last_eval = eval_row(step, final=True)
     if not any(r.get("eval_loss") is not None and r["step"] == step for r in metrics_lib.read_metrics(metrics_path)):
-      writer.write([{"step": step, "tokens": step * s.tokens_per_step, "eval_loss": last_eval}])
+      writer.write([last_eval])
   if status == "done" and checkpoints.latest_step() != step:
     save(step)
   checkpoints.close()
@@ -375,25 +443,33 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
 
   # ---- Summary ----
   tail = recent_losses[-10:]  # final_train_loss: mean of the last 10 steps (or fewer)
-  steady_tokens = (step - steady_first_step) * s.tokens_per_step
+  steady_steps = step - steady_first_step
+  per_second = lambda count: count / steady_seconds if steady_seconds > 0 and count else None
+  finals = {f"final_{k}": v for k, v in (last_eval or {}).items() if k not in progress_so_far(0)}
   summary = {
       "status": status,
       "reason": reason,
       **static,
       "steps": step,
+      "examples": step * s.examples_per_step,
       "tokens": step * s.tokens_per_step,
-      "flops": s.flops["flops_per_token"] * step * s.tokens_per_step,
-      "flops_6n": s.flops["flops_per_token_6n"] * step * s.tokens_per_step,
+      "flops": s.flops["flops_per_example"] * step * s.examples_per_step,
+      "flops_6n": s.flops["flops_per_example_6n"] * step * s.examples_per_step,
       "final_train_loss": float(np.mean(tail)) if tail else None,
-      "final_eval_loss": last_eval,
+      "final_eval_loss": None,
+      **finals,
       "wall_seconds": time.time() - wall_start,
       "compile_seconds": compile_seconds,
-      "tokens_per_second": steady_tokens / steady_seconds if steady_seconds > 0 and steady_tokens else None,
+      "tokens_per_second": per_second(steady_steps * s.tokens_per_step),
+      "examples_per_second": per_second(steady_steps * s.examples_per_step),
       "resumed_from_step": start_step or None,
       "params_sha256": params_sha256(params),
   }
   write_summary(summary)
   return summary
+
+
+_EVAL_SEED = 1 << 30  # The eval set's objective randomness (masks): fixed, whatever the trial's seed.
 
 
 def _memory_per_device(compiled):

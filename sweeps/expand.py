@@ -56,6 +56,11 @@ def load(path: str) -> spec_lib.Sweep:
     runtime = spec_lib.RuntimeSpec.model_validate(document.get("runtime") or {})
   except pydantic.ValidationError as e:
     raise spec_lib.validation_error(path, lines, e, prefix=("runtime",)) from None
+  train = document.get("train")
+  for key in spec_lib.RUNTIME_ONLY:
+    if isinstance(train, dict) and key in train:
+      raise spec_lib.error_at(path, lines, ("train", key), f"moved to runtime.{key}: it says how to run, not what, "
+                              "and is not part of the trial id")
   body = {k: v for k, v in document.items() if k not in ("name", "runtime")}
   axes = _find_axes(body)
   n_trials = math.prod(len(values) for _, values in axes)
@@ -70,15 +75,16 @@ def load(path: str) -> spec_lib.Sweep:
     trial_doc = json.loads(json.dumps(body))
     for (key_path, _), value in zip(axes, combination):
       _set(trial_doc, key_path, value)
+    _default_objective(trial_doc)
     try:
       trial_spec = spec_lib.TrialSpec.model_validate(trial_doc)
     except pydantic.ValidationError as e:
       raise spec_lib.validation_error(path, lines, e) from None
-    model_and_data = json.dumps([trial_spec.model.model_dump(mode="json"), trial_spec.data.model_dump(mode="json")])
-    if model_and_data not in checked:  # Grids repeat these; check each once (TFDS lookups are slow).
-      spec_lib.check_family_options(path, lines, trial_spec.model, ("model",))
-      _check_data_exists(path, lines, trial_spec.data)
-      checked.add(model_and_data)
+    pairing = json.dumps([trial_spec.model.model_dump(mode="json"), trial_spec.data.model_dump(mode="json"),
+                          trial_spec.train.objective.name, trial_spec.train.seq_len])
+    if pairing not in checked:  # Grids repeat these; check each once (TFDS lookups are slow).
+      spec_lib.check_trial(path, lines, trial_spec)
+      checked.add(pairing)
     trial = Trial(id=trial_id(trial_spec), spec=trial_spec,
                   axes={".".join(map(str, k)): v for (k, _), v in zip(axes, combination)})
     if trial.id not in seen:  # Two grid points that resolve to the same config run once.
@@ -87,21 +93,16 @@ def load(path: str) -> spec_lib.Sweep:
   return spec_lib.Sweep(name=name, path=path, trials=trials, runtime=runtime)
 
 
-def _check_data_exists(path, lines, data) -> None:
-  """Named data must be there before anything runs (no downloads happen at train time)."""
-  if data.kind == "text" and not os.path.isfile(data.path):
-    raise spec_lib.error_at(path, lines, ("data", "path"), f"no such file: {data.path}")
-  if data.kind == "tfds":
-    import tensorflow_datasets as tfds
-    try:
-      builder = tfds.builder(data.name, data_dir=data.data_dir)
-      missing = [s for s in (data.split, data.eval_split) if s not in builder.info.splits]
-    except Exception as e:  # TFDS raises many types for "not found here"
-      raise spec_lib.error_at(path, lines, ("data", "name"), f"TFDS dataset {data.name!r} not found in "
-                              f"{data.data_dir or 'the default data_dir'}: {str(e).splitlines()[0]}") from None
-    if missing:
-      raise spec_lib.error_at(path, lines, ("data", "split"), f"TFDS dataset {data.name!r} has no split {missing[0]!r}; "
-                              f"it has {sorted(builder.info.splits)}")
+def _default_objective(trial_doc) -> None:
+  """A trial that names no objective gets its family's first (next_token for gpt)."""
+  from models import registry
+  train, model = trial_doc.get("train"), trial_doc.get("model")
+  if not isinstance(train, dict) or "objective" in train or not isinstance(model, dict):
+    return
+  try:
+    train["objective"] = registry.get(model.get("family", "gpt")).objectives[0]
+  except (KeyError, TypeError):  # An unknown family is reported by validation, with its line.
+    pass
 
 
 def _find_axes(node, key_path=()) -> list:

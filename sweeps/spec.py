@@ -12,7 +12,8 @@ from typing import Annotated, Literal, Optional, Union
 import pydantic
 import yaml
 
-from scaling.data.markov import MarkovSpec
+from scaling import objectives
+from scaling.data import registry as data_registry
 
 MAX_TRIALS = 10_000  # A grid beyond this is a typo, not a sweep.
 
@@ -31,56 +32,53 @@ class ModelSpec(_Strict):
   options: dict = {}  # Keyword options of the family's ladder function (e.g. aspect_ratio).
 
 
-class MarkovData(_Strict):
-  """Synthetic interpolated n-gram language; defaults are MarkovSpec's (scaling/data/markov.py)."""
-  kind: Literal["markov"]
-  vocab_size: int = pydantic.Field(MarkovSpec.vocab_size, ge=2, le=4096)
-  order: int = pydantic.Field(MarkovSpec.order, ge=1, le=8)
-  mix: Annotated[tuple[float, ...], pydantic.Field(strict=False)] = MarkovSpec.mix  # YAML gives a list
-  support: int = pydantic.Field(MarkovSpec.support, ge=1)
-  concentration: float = pydantic.Field(MarkovSpec.concentration, gt=0)
-  zipf: float = pydantic.Field(MarkovSpec.zipf, ge=0)
-  seed: int = MarkovSpec.seed
-
-  @pydantic.model_validator(mode="after")
-  def _valid_language(self):  # One source of truth for what a language may be.
-    MarkovSpec(**{k: v for k, v in self.model_dump().items() if k != "kind"})
-    return self
+# Each data kind's schema sits beside its source (scaling/data/<kind>.py); the union is built from the registry.
+DataSpec = Annotated[Union[data_registry.schemas()], pydantic.Field(discriminator="kind")]
+_DATA_KINDS = data_registry.kinds()
 
 
-class TextData(_Strict):
-  """Character-level text file named by path."""
-  kind: Literal["text"]
-  path: str
-  eval_fraction: float = pydantic.Field(0.1, gt=0, lt=1)
+class ObjectiveSpec(pydantic.BaseModel):
+  """The training objective (scaling/objectives/): its name and its options, defaults filled in."""
+  model_config = pydantic.ConfigDict(extra="allow", strict=True, frozen=True)
+  name: str = "next_token"
 
-
-class TfdsData(_Strict):
-  """A TFDS dataset (ArrayRecord files) named by name, with a 1-D integer feature; read without TensorFlow."""
-  kind: Literal["tfds"]
-  name: str
-  data_dir: Optional[str] = None  # default: TFDS's own (~/tensorflow_datasets)
-  split: str = "train"
-  eval_split: str = "test"
-  feature: str = "tokens"
-  vocab_size: Optional[int] = pydantic.Field(None, ge=2)  # default: the dataset's metadata, else max id + 1
-
-
-DataSpec = Annotated[Union[MarkovData, TextData, TfdsData], pydantic.Field(discriminator="kind")]
-_DATA_KINDS = tuple(typing.get_args(m.model_fields["kind"].annotation)[0] for m in typing.get_args(
-    typing.get_args(DataSpec)[0]))
+  @pydantic.model_validator(mode="before")
+  @classmethod
+  def _resolve(cls, value):
+    if isinstance(value, str):
+      value = {"name": value}
+    if not isinstance(value, dict):
+      raise ValueError(f"expected an objective name or {{name: ..., <options>}}, got {value!r}")
+    name = value.get("name", "next_token")
+    try:
+      objective = objectives.get(name)
+    except KeyError as e:
+      raise ValueError(str(e.args[0])) from None
+    given = {k: v for k, v in value.items() if k != "name"}
+    unknown = sorted(set(given) - set(objective.options.model_fields))
+    if unknown:
+      raise ValueError(f"unknown option {unknown[0]!r} of objective {name!r}; known: {sorted(objective.options.model_fields)}")
+    try:
+      options = objective.options.model_validate(given)
+    except pydantic.ValidationError as e:
+      first = e.errors()[0]
+      raise ValueError(f"option {'.'.join(map(str, first['loc']))} of objective {name!r}: {first['msg']}") from None
+    return {"name": name, **options.model_dump()}
 
 
 class HorizonSpec(_Strict):
-  """Training length: a fixed number of tokens, or tokens per parameter (Chinchilla ~20)."""
+  """Training length: tokens (a ViT's tokens are its patches), tokens per parameter (Chinchilla ~20),
+  examples (sequences or images), or epochs of a finite dataset."""
   tokens: Optional[int] = pydantic.Field(None, gt=0, le=10 ** 15)
   tokens_per_param: Optional[float] = pydantic.Field(None, gt=0, le=10 ** 6)
+  examples: Optional[int] = pydantic.Field(None, gt=0, le=10 ** 13)
+  epochs: Optional[float] = pydantic.Field(None, gt=0, le=10 ** 6, strict=False)
   param_count: Literal["non_embedding", "total"] = "non_embedding"
 
   @pydantic.model_validator(mode="after")
   def _exactly_one(self):
-    if (self.tokens is None) == (self.tokens_per_param is None):
-      raise ValueError("give exactly one of tokens or tokens_per_param")
+    if sum(v is not None for v in (self.tokens, self.tokens_per_param, self.examples, self.epochs)) != 1:
+      raise ValueError("give exactly one of tokens, tokens_per_param, examples or epochs")
     return self
 
 
@@ -103,11 +101,12 @@ class TrainSpec(_Strict):
   horizon: HorizonSpec
   eval_every: int = pydantic.Field(100, ge=1)  # steps
   eval_batches: int = pydantic.Field(8, ge=1)
-  flush_every: int = pydantic.Field(10, ge=1)  # steps between writes of the per-step rows
-  checkpoint_every: int = pydantic.Field(500, ge=0)  # steps; 0: only on preemption and at the end
-  checkpoint_minutes: float = pydantic.Field(10.0, gt=0)  # also save when this much time passed
-  keep_checkpoints: int = pydantic.Field(2, ge=1)
-  tensorboard: bool = True
+  objective: ObjectiveSpec = ObjectiveSpec()  # a name, or {name: ..., <its options>}
+  # Evaluators run at eval steps and at the end (scaling/evaluators/); default: the objective's own, where
+  # the data allows (a generative objective on labelled images gets `linear_probe`).
+  evaluators: Optional[tuple[str, ...]] = pydantic.Field(None, strict=False)
+  probe_examples: int = pydantic.Field(4096, ge=16, le=1 << 22)  # linear probe: training examples it fits on
+  probe_every: int = pydantic.Field(0, ge=0)  # steps between linear probes; 0: only at the end
   compute_dtype: Literal["float32", "bfloat16"] = "float32"  # parameters stay float32 either way
   microbatches: int = pydantic.Field(1, ge=1)  # gradient accumulation: batch_size / microbatches rows at a time
   max_loss_spike: float = pydantic.Field(0.0, ge=0)  # stop as diverged if loss > this x the recent mean; 0: off
@@ -135,9 +134,18 @@ class MeshSpec(_Strict):
     return self
 
 
+# Keys that say how to run, not what: in `runtime:`, never part of a trial id.
+RUNTIME_ONLY = ("tensorboard", "flush_every", "checkpoint_every", "checkpoint_minutes", "keep_checkpoints")
+
+
 class RuntimeSpec(_Strict):
   """How to run, not what: not part of the trial id, so the same trials run on any machine."""
   mesh: MeshSpec = MeshSpec()
+  tensorboard: bool = True  # also write TensorBoard event files
+  flush_every: int = pydantic.Field(10, ge=1)  # steps between writes of the per-step rows
+  checkpoint_every: int = pydantic.Field(500, ge=0)  # steps; 0: only on preemption and at the end
+  checkpoint_minutes: float = pydantic.Field(10.0, gt=0)  # also save when this much time passed
+  keep_checkpoints: int = pydantic.Field(2, ge=1)
   memory_limit_gib: Optional[float] = pydantic.Field(None, gt=0)  # default: the device's own memory
   retries: int = pydantic.Field(1, ge=0, le=100)  # re-runs of a crashed trial before it is marked failed
 
@@ -231,25 +239,56 @@ def validation_error(path: str, lines: dict, error: pydantic.ValidationError, pr
   return error_at(path, lines, prefix + loc, message)
 
 
-def check_family_options(path, lines, model: ModelSpec, key_path: tuple):
-  """Options must be keyword arguments of the family's ladder, of the default's type."""
+def check_trial(path, lines, trial: TrialSpec) -> None:
+  """Family, options, objective and data fit together, checked before anything runs.
+
+  The family's ladder is called with what the data really gives (its vocabulary
+  or image shape), so its own checks (width divisible by head_dim, patch size
+  dividing the image) fail here with the key to fix.
+  """
   from models import registry
+  model, objective = trial.model, trial.train.objective
   try:
     family = registry.get(model.family)
   except KeyError as e:
-    raise error_at(path, lines, key_path + ("family",), str(e.args[0])) from None
+    raise error_at(path, lines, ("model", "family"), str(e.args[0])) from None
   signature = inspect.signature(family.ladder)
-  reserved = {"vocab_size", "seq_len"}
   for name, value in model.options.items():
     parameter = signature.parameters.get(name)
-    if parameter is None or name in reserved or parameter.kind != parameter.KEYWORD_ONLY:
-      allowed = [p for p, v in signature.parameters.items() if v.kind == v.KEYWORD_ONLY and p not in reserved]
-      raise error_at(path, lines, key_path + ("options", name), f"unknown option for family {model.family!r}; known: {allowed}")
+    if parameter is None or name in family.inputs or parameter.kind != parameter.KEYWORD_ONLY:
+      allowed = [p for p, v in signature.parameters.items() if v.kind == v.KEYWORD_ONLY and p not in family.inputs]
+      raise error_at(path, lines, ("model", "options", name), f"unknown option for family {model.family!r}; known: {allowed}")
     default = parameter.default
     if default is not inspect.Parameter.empty and type(value) is not type(default):
-      raise error_at(path, lines, key_path + ("options", name),
+      raise error_at(path, lines, ("model", "options", name),
                      f"expected {type(default).__name__}, got {value!r}")
+  if objective.name not in family.objectives:
+    raise error_at(path, lines, ("train", "objective"), f"objective {objective.name!r} is not supported by family "
+                   f"{model.family!r}; it supports {list(family.objectives)}")
+  try:
+    data_inputs = trial.data.model_inputs(trial.train.seq_len)
+  except data_registry.DataError as e:
+    raise error_at(path, lines, ("data", e.key), str(e)) from None
+  needed = objectives.get(objective.name).needs
+  missing = [k for k in needed if k not in data_inputs]
+  if missing:
+    raise error_at(path, lines, ("data", "kind"), f"objective {objective.name!r} needs data that gives {missing} "
+                   f"(data kind {trial.data.kind!r} gives {sorted(data_inputs)})")
+  for name in trial.train.evaluators or ():
+    from scaling import evaluators
+    try:
+      missing = [k for k in evaluators.get(name).needs if k not in data_inputs]
+    except KeyError as e:
+      raise error_at(path, lines, ("train", "evaluators"), str(e.args[0])) from None
+    if missing:
+      raise error_at(path, lines, ("train", "evaluators"), f"evaluator {name!r} needs data that gives {missing}")
   try:  # The ladder's own checks (e.g. width divisible by head_dim), before anything runs.
-    family.ladder(model.size, vocab_size=2, seq_len=2, **model.options)
+    family.ladder(model.size, **ladder_inputs(family, data_inputs, objective.name), **model.options)
   except ValueError as e:
-    raise error_at(path, lines, key_path + ("options",), str(e)) from None
+    raise error_at(path, lines, ("model", "options"), str(e)) from None
+
+
+def ladder_inputs(family, data_inputs: dict, objective: str) -> dict:
+  """The keyword inputs of a family's ladder that come from the data and the objective, not from options."""
+  given = {**data_inputs, "objective": objective}
+  return {name: given[name] for name in family.inputs if name in given}

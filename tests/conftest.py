@@ -23,9 +23,14 @@ TINY_TRIAL = TrialSpec.model_validate({
     "data": {"kind": "markov", "vocab_size": 8, "order": 2, "mix": [0.2, 0.3, 0.5], "support": 2,
              "concentration": 0.5, "zipf": 1.0, "seed": 0},
     "train": {"seq_len": 16, "batch_size": 8, "horizon": {"tokens": 8 * 16 * 40}, "eval_every": 20,
-              "eval_batches": 2, "flush_every": 5, "checkpoint_every": 20},
+              "eval_batches": 2},
     "optimizer": {"lr": 1e-2, "weight_decay": 0.0, "warmup_steps": 5},
 }).model_dump(mode="json")
+
+
+# How the tiny trial runs (runtime: not part of its id): flush and checkpoint often enough to test resume.
+TINY_RUNTIME = {"flush_every": 5, "checkpoint_every": 20}
+QUIET_RUNTIME = {"flush_every": 1, "checkpoint_every": 0, "tensorboard": False}
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ def main():
       "model": {"family": "gpt", "size": 1, "options": {"aspect_ratio": 32, "head_dim": 8}},
       "data": {"kind": "markov", "vocab_size": 8, "order": 2, "mix": [0.2, 0.3, 0.5]},
       "train": {"seq_len": 16, "batch_size": 16, "horizon": {"tokens": 20 * 16 * 16}, "eval_every": 20,
-                "eval_batches": 1, "flush_every": 1, "checkpoint_every": 0, "tensorboard": False,
+                "eval_batches": 1,
                 "compute_dtype": sys.argv[1] if len(sys.argv) > 1 else "float32"},
       "optimizer": {"lr": 1e-2, "warmup_steps": 2},
   }).model_dump(mode="json")
@@ -34,7 +34,8 @@ def main():
     for name, (data, fsdp, tensor) in MESHES.items():
       run_dir = os.path.join(tmp, name)
       summary = train_lib.train(config, run_dir, progress=False,
-                                runtime={"mesh": {"data": data, "fsdp": fsdp, "tensor": tensor}})
+                                runtime={"mesh": {"data": data, "fsdp": fsdp, "tensor": tensor}, "flush_every": 1,
+                                         "checkpoint_every": 0, "tensorboard": False})
       rows = metrics_lib.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
       results[name] = {"losses": [r["loss"] for r in rows if "loss" in r], "mesh": summary["mesh"],
                        "shardings": summary["param_shardings"], "eval": summary["final_eval_loss"]}

@@ -38,8 +38,9 @@ def _free_port() -> int:
 def _sweep_file(tmp_path) -> str:
   trial = json.loads(json.dumps(TINY_TRIAL))
   trial["train"].update({"horizon": {"tokens": STEPS * 8 * 16, "tokens_per_param": None},
-                         "flush_every": 1, "eval_every": 4, "checkpoint_every": 4, "tensorboard": False})
-  document = {"name": "two_hosts", **trial, "runtime": {"mesh": {"data": 2, "fsdp": 2, "tensor": 1}}}
+                         "eval_every": 4})
+  document = {"name": "two_hosts", **trial, "runtime": {"mesh": {"data": 2, "fsdp": 2, "tensor": 1}, "flush_every": 1,
+                                                         "checkpoint_every": 4, "tensorboard": False}}
   path = tmp_path / "two_hosts.yaml"
   path.write_text(yaml.safe_dump(document))
   return str(path)

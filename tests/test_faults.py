@@ -24,11 +24,9 @@ train:
   horizon: {{tokens: {tokens}}}
   eval_every: 20
   eval_batches: 2
-  flush_every: 1
-  checkpoint_every: {checkpoint_every}
-  tensorboard: false
   inject_nan_at_step: {nan}
 optimizer: {{lr: 1e-2, warmup_steps: 5}}
+runtime: {{flush_every: 1, checkpoint_every: {checkpoint_every}, tensorboard: false}}
 """
 STEPS = 60
 

@@ -16,8 +16,8 @@ SWEEP = """\
 name: too_big
 model: {family: gpt, size: 1, options: {aspect_ratio: 16, head_dim: 8}}
 data: {kind: markov, vocab_size: 8, order: 2, mix: [0.2, 0.3, 0.5]}
-train: {seq_len: 16, batch_size: 8, horizon: {tokens: 1280}, tensorboard: false}
-runtime: {memory_limit_gib: 1e-6}
+train: {seq_len: 16, batch_size: 8, horizon: {tokens: 1280}}
+runtime: {memory_limit_gib: 1e-6, tensorboard: false}
 """
 
 

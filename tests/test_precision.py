@@ -14,16 +14,16 @@ import jax
 
 from scaling import metrics as metrics_lib
 from scaling import train as train_lib
-from tests.conftest import TINY_TRIAL
+from tests.conftest import QUIET_RUNTIME, TINY_TRIAL
 
 STEPS = 12
 
 
 def _train(tmp_path_factory, **train_overrides):
   config = {**TINY_TRIAL, "train": {**TINY_TRIAL["train"], "horizon": {"tokens": STEPS * 8 * 16, "tokens_per_param": None},
-                                    "flush_every": 1, "checkpoint_every": 0, "tensorboard": False, **train_overrides}}
+                                    **train_overrides}}
   run_dir = str(tmp_path_factory.mktemp("_".join(f"{k}{v}" for k, v in train_overrides.items()) or "float32"))
-  summary = train_lib.train(config, run_dir, progress=False)
+  summary = train_lib.train(config, run_dir, progress=False, runtime=QUIET_RUNTIME)
   rows = metrics_lib.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
   return {"summary": summary, "run_dir": run_dir, "losses": np.array([r["loss"] for r in rows if "loss" in r])}
 

@@ -17,7 +17,8 @@ SWEEP = """\
 name: tfds_micro
 model: {{family: gpt, size: 1, options: {{aspect_ratio: 32, head_dim: 8}}}}
 data: {{kind: tfds, name: {name}, data_dir: {data_dir}{extra}}}
-train: {{seq_len: 16, batch_size: 8, horizon: {{tokens: 12800}}, eval_every: 50, eval_batches: 2, tensorboard: false}}
+train: {{seq_len: 16, batch_size: 8, horizon: {{tokens: 12800}}, eval_every: 50, eval_batches: 2}}
+runtime: {{tensorboard: false}}
 optimizer: {{lr: 1e-2, warmup_steps: 5}}
 """
 

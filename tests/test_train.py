@@ -10,13 +10,14 @@ import pytest
 from scaling import metrics as metrics_lib
 from scaling import train as train_lib
 from scaling.data import Batches
+from tests.conftest import TINY_RUNTIME
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-  from tests.conftest import TINY_TRIAL
+  from tests.conftest import TINY_RUNTIME, TINY_TRIAL
   run_dir = str(tmp_path_factory.mktemp("runs") / "trial")
-  summary = train_lib.train(TINY_TRIAL, run_dir, progress=False)
+  summary = train_lib.train(TINY_TRIAL, run_dir, progress=False, runtime=TINY_RUNTIME)
   return run_dir, summary
 
 
@@ -25,9 +26,8 @@ def test_loss_falls_towards_the_known_entropy(tiny_trial, tmp_path):
   tiny_trial["train"]["horizon"]["tokens"] = 8 * 16 * 300
   tiny_trial["train"]["eval_every"] = 100
   tiny_trial["train"]["eval_batches"] = 32  # 4k eval tokens: sampling noise ~0.02 nats
-  tiny_trial["train"]["tensorboard"] = False
-  summary = train_lib.train(tiny_trial, str(tmp_path / "long"), progress=False)
-  data = Batches(tiny_trial["data"], 16, 8, 0)
+  summary = train_lib.train(tiny_trial, str(tmp_path / "long"), progress=False, runtime={"tensorboard": False})
+  data = Batches(tiny_trial["data"], 16, 8, 0).source
   unigram_entropy, first_order, _ = data.info["conditional_entropy_by_context"]
   floor = summary["entropy_floor"]
   assert floor == pytest.approx(data.language.optimal_loss(16))
@@ -87,7 +87,7 @@ def test_resume_from_a_checkpoint_is_bit_exact(finished_run, tmp_path):
   with open(os.path.join(resumed, "metrics.jsonl"), "a") as f:
     f.write('{"step": 28, "los')
   config = metrics_lib.read_json(os.path.join(run_dir, "config.json"))
-  again = train_lib.train(config, resumed, progress=False)
+  again = train_lib.train(config, resumed, progress=False, runtime=TINY_RUNTIME)
   assert again["resumed_from_step"] == 20
   assert again["params_sha256"] == summary["params_sha256"]
   assert again["final_eval_loss"] == summary["final_eval_loss"]

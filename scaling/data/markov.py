@@ -24,8 +24,12 @@ are computed exactly (numerically, to ~1e-10 nats) from the tables;
 """
 import dataclasses
 import functools
+from typing import Annotated, Literal
 
 import numpy as np
+import pydantic
+
+from scaling.data import registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,3 +200,52 @@ def _row_entropy(probs) -> np.ndarray:
 
 def _entropy(p) -> float:
   return float(_row_entropy(p[None])[0])
+
+
+# ---- The `markov` data kind ----
+
+
+@registry.register
+class MarkovData(registry.DataSchema):
+  """Synthetic interpolated n-gram language; defaults are MarkovSpec's."""
+  kind: Literal["markov"]
+  vocab_size: int = pydantic.Field(MarkovSpec.vocab_size, ge=2, le=4096)
+  order: int = pydantic.Field(MarkovSpec.order, ge=1, le=8)
+  mix: Annotated[tuple[float, ...], pydantic.Field(strict=False)] = MarkovSpec.mix  # YAML gives a list
+  support: int = pydantic.Field(MarkovSpec.support, ge=1)
+  concentration: float = pydantic.Field(MarkovSpec.concentration, gt=0)
+  zipf: float = pydantic.Field(MarkovSpec.zipf, ge=0)
+  seed: int = MarkovSpec.seed
+
+  @pydantic.model_validator(mode="after")
+  def _valid_language(self):  # One source of truth for what a language may be.
+    self.language_spec()
+    return self
+
+  def language_spec(self) -> MarkovSpec:
+    return MarkovSpec(**{k: v for k, v in self.model_dump().items() if k != "kind"})
+
+  def model_inputs(self, seq_len: int) -> dict:
+    return {"vocab_size": self.vocab_size, "seq_len": seq_len}
+
+  def open(self, seq_len: int):
+    return MarkovSource(MarkovLanguage(self.language_spec()), seq_len)
+
+
+class MarkovSource(registry.Source):
+  """Windows of seq_len + 1 tokens of the stationary chain; knows their Bayes-optimal loss."""
+
+  def __init__(self, language: MarkovLanguage, seq_len: int):
+    self.language, self.seq_len = language, seq_len
+    self.features = {"tokens": ((seq_len + 1,), np.int32)}
+    self.model_inputs = {"vocab_size": language.vocab_size, "seq_len": seq_len}
+    self.info = language.describe()
+    self.entropy_floor = language.optimal_loss(seq_len)
+
+  def draw(self, rng, n, split, rows=None) -> dict:
+    # Sampling is sequential per row, so a host samples the whole batch and keeps its rows.
+    windows = self.language.sample(rng, n, self.seq_len + 1)
+    return {"tokens": windows if rows is None else windows[rows]}
+
+  def eval_set_floor(self, batches: list) -> float:
+    return float(np.mean([self.language.score(b["tokens"]).mean() for b in batches]))

@@ -1,4 +1,4 @@
-"""Token sequences from a TFDS dataset named by name (and data_dir), read without TensorFlow.
+"""Token sequences from a TFDS dataset named by name (and data_dir), read without TensorFlow: the `tfds` kind.
 
 Reads ArrayRecord datasets through `tfds.data_source` (random access, no
 tf.data), so any TFDS dataset prepared with `file_format="array_record"` whose
@@ -6,34 +6,60 @@ examples hold a 1-D integer feature works offline: the records of a split are
 concatenated into one stream and windows are drawn from it like from a text
 file. `scaling/data/tfds_text.py` prepares such a dataset from a text file.
 """
+from typing import Literal, Optional
+
 import numpy as np
+import pydantic
 
-from scaling.data.text import random_windows
+from scaling.data import registry
+from scaling.data.text import WindowSource
 
 
-class TfdsTokens:
-
-  def __init__(self, name: str, data_dir=None, split: str = "train", eval_split: str = "test",
-               feature: str = "tokens", vocab_size=None):
-    import tensorflow_datasets as tfds  # Imported here: only trials on TFDS data pay for it.
-    tfds.disable_progress_bar()
-    self.name, self.data_dir, self.feature = name, data_dir, feature
+def find_builder(name: str, data_dir, splits: tuple):
+  """The TFDS builder of a prepared dataset, or DataError naming what is missing (no download)."""
+  import tensorflow_datasets as tfds  # Imported here: only TFDS data pays for it.
+  tfds.disable_progress_bar()
+  try:
     builder = tfds.builder(name, data_dir=data_dir)
-    self.streams = {}
-    for role, split_name in (("train", split), ("eval", eval_split)):
-      source = tfds.data_source(name, data_dir=data_dir, split=split_name, download=False)
-      records = source.__getitems__(list(range(len(source))))
-      self.streams[role] = np.concatenate([np.asarray(r[feature], dtype=np.int32).ravel() for r in records])
+    available = builder.info.splits
+  except Exception as e:  # TFDS raises many types for "not found here"
+    raise registry.DataError("name", f"TFDS dataset {name!r} not found in {data_dir or 'the default data_dir'}: "
+                             f"{str(e).splitlines()[0]}") from None
+  for split in splits:
+    if split not in available:
+      raise registry.DataError("split", f"TFDS dataset {name!r} has no split {split!r}; it has {sorted(available)}")
+  return builder
+
+
+@registry.register
+class TfdsData(registry.DataSchema):
+  """A TFDS dataset (ArrayRecord files) named by name, with a 1-D integer feature; read without TensorFlow."""
+  kind: Literal["tfds"]
+  name: str
+  data_dir: Optional[str] = None  # default: TFDS's own (~/tensorflow_datasets)
+  split: str = "train"
+  eval_split: str = "test"
+  feature: str = "tokens"
+  vocab_size: Optional[int] = pydantic.Field(None, ge=2)  # default: the dataset's metadata, else max id + 1
+
+  def model_inputs(self, seq_len: int) -> dict:
+    builder = find_builder(self.name, self.data_dir, (self.split, self.eval_split))
     stored = (builder.info.metadata or {}).get("vocab_size") if builder.info.metadata is not None else None
-    self.vocab_size = int(vocab_size or stored or max(s.max() for s in self.streams.values()) + 1)
-    self.alphabet = (builder.info.metadata or {}).get("alphabet") if builder.info.metadata is not None else None
-    self.version = str(builder.info.version)
+    return {"vocab_size": self.vocab_size or stored, "seq_len": seq_len}
 
-  def windows(self, rng: np.random.Generator, n_sequences: int, length: int, split: str, rows=None) -> np.ndarray:
-    tokens = self.streams["train" if split == "train" else "eval"]
-    return random_windows(tokens, rng, n_sequences, length, f"tfds {self.name}: {split} split", rows)
-
-  def describe(self) -> dict:
-    return {"kind": "tfds", "name": self.name, "version": self.version, "data_dir": self.data_dir,
-            "feature": self.feature, "vocab_size": self.vocab_size,
-            "train_tokens": int(len(self.streams["train"])), "eval_tokens": int(len(self.streams["eval"]))}
+  def open(self, seq_len: int):
+    import tensorflow_datasets as tfds
+    builder = find_builder(self.name, self.data_dir, (self.split, self.eval_split))
+    streams = {}
+    for role, split_name in (("train", self.split), ("eval", self.eval_split)):
+      source = tfds.data_source(self.name, data_dir=self.data_dir, split=split_name, download=False)
+      records = source.__getitems__(list(range(len(source))))
+      streams[role] = np.concatenate([np.asarray(r[self.feature], dtype=np.int32).ravel() for r in records])
+    metadata = builder.info.metadata or {}
+    vocab_size = int(self.vocab_size or metadata.get("vocab_size") or max(s.max() for s in streams.values()) + 1)
+    info = {"kind": "tfds", "name": self.name, "version": str(builder.info.version), "data_dir": self.data_dir,
+            "feature": self.feature, "train_tokens": int(len(streams["train"])),
+            "eval_tokens": int(len(streams["eval"]))}
+    source = WindowSource(streams["train"], streams["eval"], vocab_size, seq_len, f"tfds {self.name}", info)
+    source.alphabet = metadata.get("alphabet")
+    return source

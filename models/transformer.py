@@ -1,0 +1,117 @@
+"""Pre-norm transformer blocks shared by the families (GPT over tokens, ViT over patches).
+
+A block reads its shape from the family's config: `width`, `n_heads`,
+`head_dim`, `mlp_width`, `depth` (for the residual init scale),
+`attention_impl`, and two switches, `causal` (GPT, next-patch ViT) and
+`rotary` (rotary positions: GPT; ViT adds learned positions instead).
+Parameters carry logical axis names (MaxText style) so a mesh can shard them
+by rules without the model knowing about devices.
+"""
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def dense(rngs, d_in, d_out, axes, std):
+  init = nnx.with_partitioning(nnx.initializers.normal(std), axes)
+  return nnx.Linear(d_in, d_out, use_bias=False, kernel_init=init, rngs=rngs)
+
+
+def norm(rngs, width):
+  return nnx.RMSNorm(width, use_scale=True, rngs=rngs,
+                     scale_init=nnx.with_partitioning(nnx.initializers.ones, ("norm",)))
+
+
+class Attention(nnx.Module):
+
+  def __init__(self, cfg, rngs: nnx.Rngs):
+    std = cfg.width ** -0.5
+    self.cfg = cfg
+    self.qkv = dense(rngs, cfg.width, 3 * cfg.width, ("embed", "heads"), std)
+    # Residual projections start small (GPT-2): keeps the residual stream O(1) at depth.
+    self.out = dense(rngs, cfg.width, cfg.width, ("heads", "embed"), std / (2 * cfg.depth) ** 0.5)
+
+  def __call__(self, x):
+    cfg = self.cfg
+    batch, seq, _ = x.shape
+    q, k, v = jnp.split(self.qkv(x).reshape(batch, seq, 3 * cfg.n_heads, cfg.head_dim), 3, axis=2)
+    if cfg.rotary:
+      q, k = rotary(q), rotary(k)
+    if cfg.attention_impl == "xla":
+      y = attention(q, k, v, causal=cfg.causal)
+    else:
+      import pallas_kernels  # Only needed when a kernel is asked for.
+      y = pallas_kernels.attention(q, k, v, causal=cfg.causal, impl=cfg.attention_impl)
+    return self.out(y.reshape(batch, seq, cfg.width))
+
+
+def attention(q, k, v, causal: bool = True):
+  """Softmax attention over [batch, seq, heads, head_dim], computed in float32."""
+  seq = q.shape[1]
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * q.shape[-1] ** -0.5
+  if causal:
+    mask = jnp.tril(jnp.ones((seq, seq), dtype=bool))
+    logits = jnp.where(mask, logits, -1e30)
+  weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+
+
+def rotary(x, base=10_000.0):
+  """Rotary position embedding (Su et al. 2021) on [batch, seq, heads, head_dim]."""
+  seq, head_dim = x.shape[1], x.shape[-1]
+  inv_freq = base ** (-jnp.arange(0, head_dim // 2, dtype=jnp.float32) / (head_dim // 2))
+  angles = jnp.arange(seq, dtype=jnp.float32)[:, None] * inv_freq[None, :]  # [seq, head_dim/2]
+  cos, sin = jnp.cos(angles)[None, :, None, :], jnp.sin(angles)[None, :, None, :]
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1).astype(x.dtype)
+
+
+class MLP(nnx.Module):
+
+  def __init__(self, cfg, rngs: nnx.Rngs):
+    std = cfg.width ** -0.5
+    self.up = dense(rngs, cfg.width, cfg.mlp_width, ("embed", "mlp"), std)
+    self.down = dense(rngs, cfg.mlp_width, cfg.width, ("mlp", "embed"),
+                      cfg.mlp_width ** -0.5 / (2 * cfg.depth) ** 0.5)
+
+  def __call__(self, x):
+    return self.down(jax.nn.gelu(self.up(x), approximate=True))
+
+
+class Block(nnx.Module):
+
+  def __init__(self, cfg, rngs: nnx.Rngs):
+    self.attn_norm = norm(rngs, cfg.width)
+    self.attn = Attention(cfg, rngs)
+    self.mlp_norm = norm(rngs, cfg.width)
+    self.mlp = MLP(cfg, rngs)
+
+  def __call__(self, x):
+    x = x + self.attn(self.attn_norm(x))
+    return x + self.mlp(self.mlp_norm(x))
+
+
+def layer_flops(cfg, seq: int) -> int:
+  """Forward FLOPs of one block for one position attending over `seq` positions.
+
+  Every matmul (2 FLOPs per multiply-add), attention scores and weighted sum over
+  the full context (Kaplan et al. 2020 / Chinchilla appendix F convention; causal
+  masking is not discounted) and the softmax (3 per score). Norms and
+  activations are negligible and left out.
+  """
+  d = cfg.width
+  return (2 * 3 * d * d            # q, k, v projections
+          + 2 * seq * d            # scores q.k over the context
+          + 3 * cfg.n_heads * seq  # softmax
+          + 2 * seq * d            # weighted sum of values
+          + 2 * d * d              # output projection
+          + 2 * 2 * d * cfg.mlp_width)
+
+
+def build(module_class, cfg, seed: int):
+  """One jitted init of `module_class(cfg, rngs)`: eager init compiles every parameter shape separately."""
+  # Logical axes stay metadata here; scaling/ maps them onto a mesh when there is one.
+  with nnx.use_eager_sharding(False):
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: module_class(cfg, nnx.Rngs(params=seed))))
+    state = jax.jit(lambda: nnx.split(module_class(cfg, nnx.Rngs(params=seed)))[1])()
+  return nnx.merge(graphdef, state)

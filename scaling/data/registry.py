@@ -1,0 +1,88 @@
+"""Data sources by kind. Adding a kind is adding a file: its schema, its source, one `register` call.
+
+A kind's schema is a strict pydantic model with `kind: Literal["<name>"]`; the
+sweep schema (sweeps/spec.py) takes the union of every registered schema, so a
+new kind needs no edit there. A schema knows, cheaply and before anything runs:
+
+  schema.model_inputs(seq_len) -> dict   what the model needs from this data, e.g.
+      {"vocab_size": 65, "seq_len": 64} or {"image_shape": (28, 28, 1), "num_classes": 10};
+      raises DataError(key, message) if the named data is missing or unusable
+  schema.open(seq_len) -> Source         the source itself (may read files)
+
+A Source draws batches as dicts of numpy arrays with a leading batch dimension:
+
+  source.features      {name: (per-example shape, numpy dtype)}, e.g.
+                       {"tokens": ((seq_len + 1,), int32)} or {"image": ((28, 28, 1), uint8), "label": ((), int32)}
+  source.model_inputs  as the schema's
+  source.info          JSON-able description for the summary (identity: path + sha256, name + version, sizes)
+  source.draw(rng, n, split, rows=None) -> {name: array [n or len(rows), ...]}
+                       split is "train" or "eval"; rows (a slice of the n) draws only those examples,
+                       so a host of a multi-host job reads only its shard. A pure function of rng.
+  source.fixed_eval(n) -> dict or None   the first n held-out examples (finite datasets), else None:
+                       the eval set is then drawn from a stream disjoint from training
+  source.entropy_floor, source.eval_set_floor(batches)   Bayes-optimal loss, where known (else None)
+"""
+import importlib
+
+import pydantic
+
+_KINDS: dict = {}
+# Imported lazily so `import scaling.data.registry` stays cheap; each registers its kind.
+_BUILTIN = ("scaling.data.markov", "scaling.data.text", "scaling.data.tfds_source", "scaling.data.idx",
+            "scaling.data.tfds_images")
+
+
+class DataError(ValueError):
+  """Named data that is missing or unusable: `key` is the data key at fault (e.g. "path")."""
+
+  def __init__(self, key: str, message: str):
+    super().__init__(message)
+    self.key = key
+
+
+class DataSchema(pydantic.BaseModel):
+  """Base of every kind's schema: strict, unknown keys refused, immutable."""
+  model_config = pydantic.ConfigDict(extra="forbid", strict=True, frozen=True)
+
+  def model_inputs(self, seq_len: int) -> dict:
+    raise NotImplementedError
+
+  def open(self, seq_len: int):
+    raise NotImplementedError
+
+
+class Source:
+  """Defaults for the optional parts of a source."""
+  entropy_floor = None
+
+  def fixed_eval(self, n: int):
+    return None
+
+  def eval_set_floor(self, batches: list):
+    return None
+
+
+def register(schema: type) -> type:
+  """Class decorator for a kind's schema."""
+  kind = schema.model_fields["kind"].annotation.__args__[0]
+  _KINDS[kind] = schema
+  return schema
+
+
+def schemas() -> tuple:
+  for module in _BUILTIN:
+    importlib.import_module(module)
+  return tuple(_KINDS.values())
+
+
+def kinds() -> tuple:
+  schemas()
+  return tuple(_KINDS)
+
+
+def parse(data_cfg: dict) -> DataSchema:
+  """The schema object of a resolved data config (a dict from config.json)."""
+  schemas()
+  if data_cfg.get("kind") not in _KINDS:
+    raise DataError("kind", f"unknown data kind {data_cfg.get('kind')!r}; known: {sorted(_KINDS)}")
+  return _KINDS[data_cfg["kind"]].model_validate(data_cfg, strict=False)

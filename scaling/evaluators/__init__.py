@@ -1,0 +1,58 @@
+"""Evaluators by name (`train.evaluators`): measurements of a model beyond its own objective.
+
+An evaluator is built once per trial from a `Context` and then runs on the
+parameters at eval steps (when `due(step)`) and at the end; it returns scalar
+metrics, logged in the eval rows of metrics.jsonl and as `final_<metric>` in the
+summary. Adding one is adding a file that calls `register`.
+"""
+import dataclasses
+import importlib
+from typing import Callable
+
+_EVALUATORS: dict = {}
+_BUILTIN = ("scaling.evaluators.linear_probe",)
+
+
+@dataclasses.dataclass
+class Context:
+  """What an evaluator may use: the trial's config, data, objective, model graph and batch placement."""
+  config: dict
+  data: object  # scaling.data.Batches
+  objective: object  # scaling.objectives.Objective
+  graphdef: object  # nnx graph of the model; nnx.merge(graphdef, params) is the model
+  placement: object  # scaling.train.Placement: puts numpy batches on the mesh
+  eval_sets: list  # the fixed held-out batches (numpy dicts)
+  param_sharding: object
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+  name: str
+  build: Callable  # Context -> object with .run(params) -> {metric: float} and .due(step) -> bool
+  needs: tuple = ()  # model inputs the data must give (e.g. ("num_classes",): labels)
+
+
+def register(name: str, build: Callable, needs: tuple = ()) -> None:
+  _EVALUATORS[name] = Spec(name, build, needs)
+
+
+def get(name: str) -> Spec:
+  for module in _BUILTIN:
+    importlib.import_module(module)
+  if name not in _EVALUATORS:
+    raise KeyError(f"unknown evaluator {name!r}; known: {sorted(_EVALUATORS)}")
+  return _EVALUATORS[name]
+
+
+def names() -> list:
+  for module in _BUILTIN:
+    importlib.import_module(module)
+  return sorted(_EVALUATORS)
+
+
+def build_all(context: Context) -> list:
+  """The trial's evaluators: those `train.evaluators` names, else the objective's defaults that apply."""
+  named = context.config["train"].get("evaluators")
+  if named is None:
+    named = [n for n in context.objective.evaluators if all(k in context.data.model_inputs for k in get(n).needs)]
+  return [get(n).build(context) for n in named]

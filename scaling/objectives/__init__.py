@@ -1,0 +1,52 @@
+"""Training objectives by name (`train.objective`). Adding one is adding a file that calls `register`.
+
+An objective maps (model, batch, rng, options) to (loss, metrics): a scalar loss
+to minimise and a dict of scalar metrics logged beside it (train rows, and with
+an `eval_` prefix on the held-out set). `rng` is derived from (seed, step) by the
+loop, so random masking is a pure function of the step and resume stays exact.
+"""
+import dataclasses
+import importlib
+from typing import Callable
+
+import pydantic
+
+_OBJECTIVES: dict = {}
+_BUILTIN = ("scaling.objectives.next_token", "scaling.objectives.classify", "scaling.objectives.masked_patches",
+            "scaling.objectives.next_patch")
+
+
+class NoOptions(pydantic.BaseModel):
+  model_config = pydantic.ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  name: str
+  loss: Callable  # (model, batch, rng, options: dict) -> (scalar loss, {metric: scalar})
+  kind: str  # "generative" (models its input) or "discriminative" (predicts a label)
+  loss_unit: str  # what one unit of the loss is, for the summary and the report
+  needs: tuple  # model inputs the data must give (scaling/data/registry.py), e.g. ("image_shape", "num_classes")
+  options: type = NoOptions  # pydantic model of the objective's options, with defaults
+  evaluators: tuple = ()  # evaluators run by default when the data allows (scaling/evaluators/)
+
+
+def register(name: str, **fields) -> None:
+  _OBJECTIVES[name] = Objective(name=name, **fields)
+
+
+def _load():
+  for module in _BUILTIN:
+    importlib.import_module(module)
+
+
+def get(name: str) -> Objective:
+  _load()
+  if name not in _OBJECTIVES:
+    raise KeyError(f"unknown objective {name!r}; known: {sorted(_OBJECTIVES)}")
+  return _OBJECTIVES[name]
+
+
+def names() -> list:
+  _load()
+  return sorted(_OBJECTIVES)
