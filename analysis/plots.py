@@ -4,6 +4,7 @@ import matplotlib
 matplotlib.use("Agg")  # Files only; no display on servers and CI.
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 LABELS = {
     "params_non_embedding": "non-embedding parameters",
@@ -55,14 +56,14 @@ def _finish(fig, ax, path, x_label, y_label, title):
   plt.close(fig)
 
 
-def loss_vs_compute(path, trials, steps, fit, compute_column, entropy_floor=None):
+def loss_vs_compute(path, trials, steps, fit, compute_column, entropy_floor=None, loss_unit="nats/token", title=None):
   """Every trial's eval-loss curve against compute so far, final points, and the fitted frontier."""
   fig, ax = plt.subplots(figsize=(7, 4.5))
   colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(trials), 1)))
   per_token = "flops_per_token" if compute_column == "flops" else "flops_per_token_6n"
   for color, (_, trial) in zip(colors, trials.sort_values("params_non_embedding").iterrows()):
     curve = steps[(steps.trial_id == trial.trial_id) & steps.eval_loss.notna()] if "eval_loss" in steps else []
-    if len(curve):
+    if len(curve) and per_token in trial and pd.notna(trial[per_token]):
       ax.plot(curve.tokens * trial[per_token], curve.eval_loss, color=color, lw=1, alpha=0.8)
     ax.scatter([trial[compute_column]], [trial.final_eval_loss], color=color, zorder=3,
                label=f"{trial.params_non_embedding:,.0f} params")
@@ -71,11 +72,12 @@ def loss_vs_compute(path, trials, steps, fit, compute_column, entropy_floor=None
   _floor(ax, entropy_floor)
   curves = steps.eval_loss[steps.trial_id.isin(trials.trial_id)] if "eval_loss" in steps else []
   _limit_y(ax, list(curves) + list(trials.final_eval_loss), entropy_floor)
-  _finish(fig, ax, path, LABELS.get(compute_column, compute_column), "eval loss (nats/token)",
-          "Loss vs compute: learning curves and fitted frontier")
+  _finish(fig, ax, path, LABELS.get(compute_column, compute_column), f"eval loss ({loss_unit})",
+          title or "Loss vs compute: learning curves and fitted frontier")
 
 
-def loss_vs_params(path, trials, fit, params_column, entropy_floor=None, backtest=None):
+def loss_vs_params(path, trials, fit, params_column, entropy_floor=None, backtest=None, loss_unit="nats/token",
+                   title=None):
   """Final eval loss per trial against parameters, with the fit and the held-out prediction."""
   fig, ax = plt.subplots(figsize=(7, 4.5))
   ax.scatter(trials[params_column], trials.final_eval_loss, color="tab:blue", zorder=3, label="trials (final eval loss)")
@@ -90,5 +92,77 @@ def loss_vs_params(path, trials, fit, params_column, entropy_floor=None, backtes
   _floor(ax, entropy_floor)
   extra = [backtest["predicted"]] if backtest is not None else []
   _limit_y(ax, list(trials.final_eval_loss) + extra, entropy_floor)
-  _finish(fig, ax, path, LABELS.get(params_column, params_column), "final eval loss (nats/token)",
-          "Loss vs parameters")
+  _finish(fig, ax, path, LABELS.get(params_column, params_column), f"final eval loss ({loss_unit})",
+          title or "Loss vs parameters")
+
+
+def _colored_fit(ax, result, x_lo, x_hi, color, ls="-", label=None, band=True):
+  grid = np.geomspace(x_lo, x_hi, 200)
+  ax.plot(grid, result.predict(grid), color=color, lw=1.3, ls=ls, label=label)
+  if band and len(result.bootstrap_theta):
+    lo, hi = result.predict_interval(grid)
+    ax.fill_between(grid, lo, hi, color=color, alpha=0.1, lw=0)
+
+
+def _power_label(name, result):
+  lo, hi = result.ci["alpha"]
+  interval = f" [{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) else ""
+  return f"{name}: alpha = {result.params['alpha']:.2f}{interval}, E = {result.params['E']:.3g}"
+
+
+def objectives_vs(path, curves, summary, x_column):
+  """Downstream error of every objective vs x (one panel), and each objective's own loss (one panel each).
+
+  curves, summary: objectives.analyze's outputs. Each point is a trials row (`curves[...]['trial_ids']`);
+  hollow markers: an error of 0 drawn at 1/n_eval. Solid: power law with its 95% band; dashed: saturating law.
+  """
+  names = list(summary["per_objective"])
+  fig, axes = plt.subplots(1, 1 + len(names), figsize=(4.6 * (1 + len(names)), 4.2), squeeze=False)
+  ax = axes[0, 0]
+  colors = {name: f"C{i}" for i, name in enumerate(names)}
+  drawn = []
+  for name in names:
+    entry = summary["per_objective"][name]
+    curve = curves[name].get(entry["downstream"], {}).get(x_column) if entry["downstream"] else None
+    if curve is None or not len(curve["x"]):
+      continue
+    drawn.extend(curve["y"])
+    raised = curve["raised"]
+    ax.scatter(curve["x"][~raised], curve["y"][~raised], color=colors[name], zorder=3)
+    if raised.any():
+      ax.scatter(curve["x"][raised], curve["y"][raised], facecolors="none", edgecolors=colors[name], zorder=3,
+                 label=f"{name}: error 0, drawn at 1/n_eval")
+    x_lo, x_hi = curve["x"].min() / 2, curve["x"].max() * 4
+    power, saturating = curve["results"]["power"], curve["results"]["saturating"]
+    if power is not None:
+      _colored_fit(ax, power, x_lo, x_hi, colors[name],
+                   label=_power_label(f"{name} ({entry['downstream_meaning']})", power))
+    if saturating is not None:
+      _colored_fit(ax, saturating, x_lo, x_hi, colors[name], ls="--", band=False)
+  ax.set_yscale("log")
+  ax.set_xscale("log")
+  ax.set_xlabel(LABELS.get(x_column, x_column))
+  ax.set_ylabel("downstream test error (fraction)")
+  ax.set_title("Downstream error (solid: power, 95% band; dashed: saturating)", fontsize=9)
+  if drawn:  # Frame the observed errors; a wild bootstrap band must not set the scale.
+    ax.set_ylim(min(drawn) / 1.6, max(drawn) * 1.6)
+  ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+  ax.grid(alpha=0.3, which="both")
+  for ax, name in zip(axes[0, 1:], names):
+    entry = summary["per_objective"][name]
+    curve = curves[name]["final_eval_loss"][x_column]
+    ax.scatter(curve["x"], curve["y"], color=colors[name], zorder=3, label=f"{name} (final eval loss)")
+    if len(curve["x"]) and curve["results"]["power"] is not None:
+      power = curve["results"]["power"]
+      _colored_fit(ax, power, curve["x"].min() / 2, curve["x"].max() * 4, colors[name],
+                   label=_power_label("power", power))
+    _limit_y(ax, curve["y"], None)
+    ax.set_xscale("log")
+    ax.set_xlabel(LABELS.get(x_column, x_column))
+    ax.set_ylabel(f"final eval loss ({entry['loss_unit']})")
+    ax.set_title(f"Own loss: {name}", fontsize=9)
+    ax.legend(fontsize=7, loc="upper right")
+    ax.grid(alpha=0.3, which="both")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)

@@ -2,18 +2,22 @@
 
 Writes SWEEP_DIR/analysis/: trials.csv and steps.csv (the DataFrames behind
 every number), fits.json, loss_vs_compute.png, loss_vs_params.png, report.md.
+A sweep of several objectives gets these per objective (`loss_vs_params_<objective>.png`)
+and objectives_vs_params.png / objectives_vs_compute.png (analysis/objectives.py).
 """
 import argparse
-import json
 import os
+import re
 import sys
 
 import numpy as np
+import pandas as pd
 
 from analysis import backtest as backtest_lib
 from analysis import fit as fit_lib
 from analysis import fit_plots, laws, plots
 from analysis import forecast as forecast_lib
+from analysis import objectives as objectives_lib
 from analysis.load import LoadError, load_sweep
 from scaling import metrics as metrics_lib
 
@@ -68,7 +72,50 @@ def curve_forecasts(steps, trial_ids, out_dir):
   return table.drop(columns=["forecast", "flag"])
 
 
+def _slug(name) -> str:
+  """A file-name-safe form of an objective's name."""
+  return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name))
+
+
+def fit_group(rows, steps, params_column, compute_column, bootstrap, out_dir, suffix="", title=None) -> dict:
+  """Fits, backtest and loss plots of trials that share one objective (one loss, one unit).
+
+  suffix names the plots (`loss_vs_params{suffix}.png`); title, if given, heads them.
+  """
+  floor, eval_set_floor = _shared_value(rows, "entropy_floor"), _shared_value(rows, "eval_set_floor")
+  unit = objectives_lib.unit_of(rows)
+  fits, fit_errors = {}, {}
+  if len(rows):
+    for column in (params_column, compute_column):
+      fits[column], fit_errors[column] = _fit(rows[column].to_numpy(float), rows.final_eval_loss.to_numpy(float),
+                                              bootstrap)
+  backtest = backtest_largest(rows, params_column, floor, bootstrap) if len(rows) >= 2 else {
+      "skipped": "needs at least 2 finished trials"}
+  if fits.get(params_column) is not None:
+    fit_plots.residuals(fits[params_column], os.path.join(out_dir, f"residuals{suffix}.png"))
+  plots.loss_vs_compute(os.path.join(out_dir, f"loss_vs_compute{suffix}.png"), rows, steps, fits.get(compute_column),
+                        compute_column, floor, loss_unit=unit,
+                        title=title and f"Loss vs compute: {title}")
+  plots.loss_vs_params(os.path.join(out_dir, f"loss_vs_params{suffix}.png"), rows, fits.get(params_column),
+                       params_column, floor, backtest if "predicted" in backtest else None, loss_unit=unit,
+                       title=title and f"Loss vs parameters: {title}")
+  return {"rows": rows, "fits": fits, "fit_errors": fit_errors, "backtest": backtest, "entropy_floor": floor,
+          "eval_set_floor": eval_set_floor, "loss_unit": unit}
+
+
+def _fits_json(group) -> dict:
+  return {c: (f.to_dict() if f is not None else {"error": group["fit_errors"][c]}) for c, f in group["fits"].items()}
+
+
 def analyze(directory, params_column="params_non_embedding", compute_column="flops", bootstrap=200) -> dict:
+  """Writes SWEEP_DIR/analysis/ and returns what fits.json holds (plus the report's path).
+
+  One objective (or sweeps that predate the `objective` column): fits, backtest and plots of
+  the final eval loss. Several: the same per objective (fits.json's "fits", "backtest",
+  "entropy_floor", "eval_set_floor" keyed by objective; "group_by": "objective"), never
+  mixing losses of different units. Several objectives, or one that logs a downstream error,
+  add "objectives" (analysis/objectives.py) and objectives_vs_{params,compute}.png.
+  """
   results = load_sweep(directory)
   out_dir = os.path.join(directory, "analysis")
   os.makedirs(out_dir, exist_ok=True)
@@ -77,43 +124,49 @@ def analyze(directory, params_column="params_non_embedding", compute_column="flo
   steps.to_csv(os.path.join(out_dir, "steps.csv"), index=False)
 
   done = trials[trials.status == "done"] if "status" in trials else trials.iloc[:0]
-  done = done[np.isfinite(done.get("final_eval_loss", np.nan).astype(float))]
+  final_loss = pd.to_numeric(done.get("final_eval_loss", pd.Series(np.nan, index=done.index)), errors="coerce")
+  done = done[np.isfinite(final_loss.to_numpy(float))]
   excluded = trials[~trials.trial_id.isin(done.trial_id)]
-  floor, eval_set_floor = _shared_value(done, "entropy_floor"), _shared_value(done, "eval_set_floor")
 
-  fits, fit_errors = {}, {}
-  if len(done):
-    for column in (params_column, compute_column):
-      fits[column], fit_errors[column] = _fit(done[column].to_numpy(float), done.final_eval_loss.to_numpy(float),
-                                              bootstrap)
-  backtest = backtest_largest(done, params_column, floor, bootstrap) if len(done) >= 2 else {
-      "skipped": "needs at least 2 finished trials"}
-
-  if fits.get(params_column) is not None:
-    fit_plots.residuals(fits[params_column], os.path.join(out_dir, "residuals.png"))
+  by_objective = objectives_lib.groups(done)
+  if len(by_objective) > 1:
+    labelled = {(name if name is not None else objectives_lib.UNNAMED): rows for name, rows in by_objective.items()}
+    fitted = {label: fit_group(rows, steps, params_column, compute_column, bootstrap, out_dir,
+                               suffix=f"_{_slug(label)}", title=label) for label, rows in labelled.items()}
+  else:
+    fitted = {None: fit_group(done, steps, params_column, compute_column, bootstrap, out_dir)}
   forecasts = curve_forecasts(steps, list(done.trial_id), out_dir)
   if forecasts is not None:
     forecasts.to_csv(os.path.join(out_dir, "curve_forecasts.csv"), index=False)
-
-  plots.loss_vs_compute(os.path.join(out_dir, "loss_vs_compute.png"), done, steps, fits.get(compute_column),
-                        compute_column, floor)
-  plots.loss_vs_params(os.path.join(out_dir, "loss_vs_params.png"), done, fits.get(params_column), params_column,
-                       floor, backtest if "predicted" in backtest else None)
 
   summary = {
       "sweep": results.name,
       "n_trials": int(len(trials)), "n_done": int(len(done)),
       "excluded": {r.trial_id: r.status for r in excluded.itertuples()},
-      "entropy_floor": floor,
-      "eval_set_floor": eval_set_floor,
-      "fits": {c: (f.to_dict() if f is not None else {"error": fit_errors[c]}) for c, f in fits.items()},
-      "backtest": backtest,
-      "curve_flags": ({r.trial_id: {"status": r.status, "message": r.message} for r in forecasts.itertuples()}
-                      if forecasts is not None else {}),
   }
+  if None in fitted:
+    one = fitted[None]
+    summary |= {"entropy_floor": one["entropy_floor"], "eval_set_floor": one["eval_set_floor"],
+                "fits": _fits_json(one), "backtest": one["backtest"]}
+  else:
+    summary |= {
+        "group_by": "objective",
+        "groups": {n: {"n_done": int(len(g["rows"])), "kind": objectives_lib.kind_of(g["rows"]),
+                       "loss_unit": g["loss_unit"]} for n, g in fitted.items()},
+        "entropy_floor": {n: g["entropy_floor"] for n, g in fitted.items()},
+        "eval_set_floor": {n: g["eval_set_floor"] for n, g in fitted.items()},
+        "fits": {n: _fits_json(g) for n, g in fitted.items()},
+        "backtest": {n: g["backtest"] for n, g in fitted.items()},
+    }
+  summary["curve_flags"] = ({r.trial_id: {"status": r.status, "message": r.message} for r in forecasts.itertuples()}
+                            if forecasts is not None else {})
+  if len(done) and objectives_lib.applies(done):
+    summary["objectives"], curves = objectives_lib.analyze(done, params_column, compute_column, bootstrap)
+    for column, name in ((params_column, "objectives_vs_params.png"), (compute_column, "objectives_vs_compute.png")):
+      plots.objectives_vs(os.path.join(out_dir, name), curves, summary["objectives"], column)
   metrics_lib.write_json_atomic(os.path.join(out_dir, "fits.json"), summary)
   with open(os.path.join(out_dir, "report.md"), "w") as f:
-    f.write(_markdown(summary, done, excluded, fits, params_column, compute_column))
+    f.write(_markdown(summary, done, excluded, fitted, params_column))
   summary["report"] = os.path.join(out_dir, "report.md")
   return summary
 
@@ -124,34 +177,35 @@ def _interval(fit, name, digits=4):
   return f"{fit.params[name]:.{digits}g}{ci}"
 
 
-def _markdown(summary, done, excluded, fits, params_column, compute_column) -> str:
-  lines = [f"# Sweep `{summary['sweep']}`", "",
-           f"{summary['n_done']} of {summary['n_trials']} trials finished and are fitted.", ""]
-  if len(excluded):
-    lines += ["Excluded from the fits (not finished): " +
-              ", ".join(f"`{r.trial_id}` ({r.status})" for r in excluded.itertuples()), ""]
-  lines += ["## Trials", "", "| trial | size | non-embedding params | total params | tokens | FLOPs | final eval loss | tokens/s | wall s |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-  for _, r in done.sort_values(params_column).iterrows():
+def _group_lines(group, params_column, level="##") -> list:
+  """Trials table, fitted laws, floors and backtest of one objective's trials."""
+  rows, fits, fit_errors, bt = group["rows"], group["fits"], group["fit_errors"], group["backtest"]
+  downstream = [(c, label) for c, label in (("final_eval_error", "test error"), ("final_probe_error", "probe error"))
+                if c in rows and pd.to_numeric(rows[c], errors="coerce").notna().any()]
+  lines = [f"{level} Trials", "",
+           "| trial | size | non-embedding params | total params | tokens | FLOPs | final eval loss | "
+           + "".join(f"{label} | " for _, label in downstream) + "tokens/s | wall s |",
+           "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(downstream) + "---:|---:|"]
+  for _, r in rows.sort_values(params_column).iterrows():
     lines.append(f"| `{r.trial_id}` | {r.get('config.model.size', '')} | {r.params_non_embedding:,.0f} | "
                  f"{r.params_total:,.0f} | {r.tokens:,.0f} | {r.flops:.3g} | {r.final_eval_loss:.4f} | "
-                 f"{r.get('tokens_per_second', np.nan):,.0f} | {r.wall_seconds:.1f} |")
-  lines += ["", "## Fitted laws: L = E + A * X^-alpha (final eval loss, 95% bootstrap intervals)", ""]
+                 + "".join(f"{float(r[c]):.4f} | " for c, _ in downstream)
+                 + f"{r.get('tokens_per_second', np.nan):,.0f} | {r.wall_seconds:.1f} |")
+  lines += ["", f"{level} Fitted laws: L = E + A * X^-alpha (final eval loss, 95% bootstrap intervals)", ""]
   for column, fit in fits.items():
     if fit is None:
-      lines.append(f"- X = {column}: not fitted: {summary['fits'][column]['error']}")
+      lines.append(f"- X = {column}: not fitted: {fit_errors[column]}")
       continue
     lines.append(f"- X = `{column}`: E = {_interval(fit, 'E')}, A = {_interval(fit, 'A')}, "
                  f"alpha = {_interval(fit, 'alpha')} ({fit.n_points} points)")
-  if summary["entropy_floor"] is not None:
+  if group["entropy_floor"] is not None:
     lines += ["", f"True entropy floor of the synthetic data (Bayes-optimal loss at this context length): "
-              f"**{summary['entropy_floor']:.4f}** nats/token. A fitted E above it means the ladder has not yet "
+              f"**{group['entropy_floor']:.4f}** nats/token. A fitted E above it means the ladder has not yet "
               f"reached the regime where capacity, not the data, limits the loss."]
-    if summary["eval_set_floor"] is not None:
-      lines += ["", f"The true model's loss on the finite eval set itself is {summary['eval_set_floor']:.4f}: "
+    if group["eval_set_floor"] is not None:
+      lines += ["", f"The true model's loss on the finite eval set itself is {group['eval_set_floor']:.4f}: "
                 f"the eval losses above carry this much sampling offset from the population floor."]
-  bt = summary["backtest"]
-  lines += ["", "## Backtest: fit without the largest rung, predict it", ""]
+  lines += ["", f"{level} Backtest: fit without the largest rung, predict it", ""]
   if "skipped" in bt:
     lines.append(f"Skipped: {bt['skipped']}.")
   else:
@@ -160,25 +214,56 @@ def _markdown(summary, done, excluded, fits, params_column, compute_column) -> s
                  f"[{bt['predicted_lo']:.4f}, {bt['predicted_hi']:.4f}]: error {bt['error_loss_pct']:.2f}% on the loss"
                  + (f", **{bt['error_reducible_pct']:.1f}%** on its reducible part (loss minus the true floor)"
                     if bt["error_reducible_pct"] is not None else "") + f"; held-out RMSLE {bt['rmsle']:.4f}.")
+  return lines
+
+
+def _markdown(summary, done, excluded, fitted, params_column) -> str:
+  lines = [f"# Sweep `{summary['sweep']}`", "",
+           f"{summary['n_done']} of {summary['n_trials']} trials finished and are fitted.", ""]
+  if len(excluded):
+    lines += ["Excluded from the fits (not finished): " +
+              ", ".join(f"`{r.trial_id}` ({r.status})" for r in excluded.itertuples()), ""]
+  files = ["`loss_vs_compute.png`, `loss_vs_params.png`, `residuals.png`"]
+  if None in fitted:
+    lines += _group_lines(fitted[None], params_column)
+  else:
+    lines += ["Objectives: " + ", ".join(
+        f"`{n}` ({g['n_done']} trials, {g['kind'] or 'kind unknown'}, loss in {g['loss_unit']})"
+        for n, g in summary["groups"].items())
+        + ". Fits, backtests and loss plots are per objective: losses of different objectives are never fitted "
+          "together.", ""]
+    for name, group in fitted.items():
+      lines += [f"## Objective `{name}`", ""] + _group_lines(group, params_column, level="###") + [""]
+    lines.pop()
+    files = [", ".join(f"`{stem}_{_slug(n)}.png`" for n in fitted for stem in ("loss_vs_compute", "loss_vs_params",
+                                                                              "residuals"))]
+  if "objectives" in summary:
+    lines += [""] + objectives_lib.markdown(summary["objectives"])
+    lines.pop()
+    files.append("`objectives_vs_params.png`, `objectives_vs_compute.png`")
   if summary["curve_flags"]:
     lines += ["", "## Learning curves: forecast from the first half, checked against the second", "",
               "| trial | flag | why |", "|---|---|---|"]
     lines += [f"| `{t}` | {f['status']} | {f['message']} |" for t, f in summary["curve_flags"].items()]
   lines += ["", "## Files", "", "- `trials.csv`, `steps.csv`: every plotted number, one row per trial / per step",
             "- `fits.json`: the fits, backtest and curve flags above; `curve_forecasts.csv`",
-            "- `loss_vs_compute.png`, `loss_vs_params.png`, `residuals.png`, `curve_forecasts.png`", ""]
+            "- " + ", ".join(files) + ", `curve_forecasts.png`", ""]
   return "\n".join(lines)
 
 
-def backtest_line(summary) -> str:
-  bt = summary["backtest"]
+def _backtest_line(bt, floor) -> str:
   if "skipped" in bt:
     return f"backtest skipped: {bt['skipped']}"
   line = (f"backtest (largest rung held out): observed {bt['observed']:.4f}, predicted {bt['predicted']:.4f}; "
           f"error {bt['error_loss_pct']:.2f}% on the loss")
   if bt["error_reducible_pct"] is not None:
-    line += f", {bt['error_reducible_pct']:.1f}% on the reducible part (true floor {summary['entropy_floor']:.4f})"
+    line += f", {bt['error_reducible_pct']:.1f}% on the reducible part (true floor {floor:.4f})"
   return line
+
+
+def backtest_line(summary) -> str:
+  """The backtest in one line (one objective; per objective see main)."""
+  return _backtest_line(summary["backtest"], summary["entropy_floor"])
 
 
 def main(argv=None) -> int:
@@ -196,11 +281,17 @@ def main(argv=None) -> int:
   except LoadError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  for column, fit in summary["fits"].items():
-    if "params" in fit:
-      p, ci = fit["params"], fit["ci"]
-      print(f"fit vs {column}: E={p['E']:.4f} [{ci['E'][0]:.4f}, {ci['E'][1]:.4f}] "
-            f"alpha={p['alpha']:.4f} [{ci['alpha'][0]:.4f}, {ci['alpha'][1]:.4f}]")
-  print(backtest_line(summary))
+  grouped = "group_by" in summary
+  for label in (summary["fits"] if grouped else [None]):
+    pick = (lambda key: summary[key][label]) if grouped else (lambda key: summary[key])
+    prefix = f"[{label}] " if grouped else ""
+    for column, fit in pick("fits").items():
+      if "params" in fit:
+        p, ci = fit["params"], fit["ci"]
+        print(f"{prefix}fit vs {column}: E={p['E']:.4f} [{ci['E'][0]:.4f}, {ci['E'][1]:.4f}] "
+              f"alpha={p['alpha']:.4f} [{ci['alpha'][0]:.4f}, {ci['alpha'][1]:.4f}]")
+    print(prefix + _backtest_line(pick("backtest"), pick("entropy_floor")))
+  for c in summary.get("objectives", {}).get("comparisons", []):
+    print(f"objectives vs {c['x_column']}: {c['discriminative']} vs {c['generative']}: {c['answer']}")
   print(f"report: {summary['report']}")
   return 0

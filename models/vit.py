@@ -80,9 +80,9 @@ class ViT(nnx.Module):
     self.cfg = cfg
     self.patch_embedding = transformer.dense(rngs, cfg.patch_dim, cfg.width, ("pixels", "embed"), cfg.patch_dim ** -0.5)
     self.position_embedding = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (cfg.n_patches, cfg.width)),
-                                        sharding=("seq", "embed"))
+                                        out_sharding=("seq", "embed"))
     if cfg.objective == "masked_patches":
-      self.mask_token = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (cfg.width,)), sharding=("embed",))
+      self.mask_token = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (cfg.width,)), out_sharding=("embed",))
     self.blocks = nnx.List([transformer.Block(cfg, rngs) for _ in range(cfg.depth)])
     self.final_norm = transformer.norm(rngs, cfg.width)
     if cfg.objective == "classify":
@@ -101,8 +101,8 @@ class ViT(nnx.Module):
     """Final-norm token states [B, n_patches, width]; `mask` (bool [B, n_patches]) swaps in the mask token."""
     x = self.patch_embedding((self.patchify(images) - 0.5) / 0.5)
     if mask is not None:
-      x = jnp.where(mask[..., None], self.mask_token.value.astype(x.dtype), x)
-    x = x + self.position_embedding.value.astype(x.dtype)
+      x = jnp.where(mask[..., None], self.mask_token[...].astype(x.dtype), x)
+    x = x + self.position_embedding[...].astype(x.dtype)
     for block in self.blocks:
       x = block(x)
     return self.final_norm(x)

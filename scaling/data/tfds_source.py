@@ -18,7 +18,9 @@ from scaling.data.text import WindowSource
 def find_builder(name: str, data_dir, splits: tuple):
   """The TFDS builder of a prepared dataset, or DataError naming what is missing (no download)."""
   import tensorflow_datasets as tfds  # Imported here: only TFDS data pays for it.
+  from absl import logging
   tfds.disable_progress_bar()
+  logging.set_verbosity(logging.ERROR)  # TFDS warns about folders it probes; our errors say what is missing.
   try:
     builder = tfds.builder(name, data_dir=data_dir)
     available = builder.info.splits
