@@ -14,7 +14,7 @@ from models import registry, transformer
 
 
 @dataclasses.dataclass(frozen=True)
-class GPTConfig:
+class GPTConfig(transformer.BlockShape):
   vocab_size: int
   seq_len: int  # Context length in tokens.
   depth: int
@@ -24,14 +24,6 @@ class GPTConfig:
   attention_impl: str = "xla"  # Passed to pallas_kernels.attention when not "xla".
   causal = True  # Not fields: what makes the blocks a GPT's.
   rotary = True
-
-  @property
-  def head_dim(self) -> int:
-    return self.width // self.n_heads
-
-  @property
-  def mlp_width(self) -> int:
-    return self.mlp_ratio * self.width
 
 
 def ladder(depth: int, *, vocab_size: int, seq_len: int, aspect_ratio: int = 64,

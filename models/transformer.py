@@ -12,6 +12,18 @@ import jax.numpy as jnp
 from flax import nnx
 
 
+class BlockShape:
+  """Derived shapes of a family config with `width`, `n_heads` and `mlp_ratio` fields."""
+
+  @property
+  def head_dim(self) -> int:
+    return self.width // self.n_heads
+
+  @property
+  def mlp_width(self) -> int:
+    return self.mlp_ratio * self.width
+
+
 def dense(rngs, d_in, d_out, axes, std):
   init = nnx.with_partitioning(nnx.initializers.normal(std), axes)
   return nnx.Linear(d_in, d_out, use_bias=False, kernel_init=init, rngs=rngs)

@@ -20,7 +20,7 @@ OBJECTIVES = ("classify", "masked_patches", "next_patch")
 
 
 @dataclasses.dataclass(frozen=True)
-class ViTConfig:
+class ViTConfig(transformer.BlockShape):
   image_shape: tuple  # (H, W, C)
   patch_size: int
   depth: int
@@ -35,14 +35,6 @@ class ViTConfig:
   @property
   def causal(self) -> bool:
     return self.objective == "next_patch"
-
-  @property
-  def head_dim(self) -> int:
-    return self.width // self.n_heads
-
-  @property
-  def mlp_width(self) -> int:
-    return self.mlp_ratio * self.width
 
   @property
   def n_patches(self) -> int:

@@ -70,3 +70,34 @@ def test_grid_size_limit(tmp_path):
   big = "[" + ", ".join(str(i) for i in range(1, 101)) + "]"
   with pytest.raises(SpecError, match="expands to 1,000,000 trials"):
     load(tmp_path, size=big, lr=big.replace("]", "]").replace("[", "[0."), seed=big)
+
+
+@pytest.mark.parametrize("runtime", [
+    "runtime: {tensorboard: false}", "runtime: {flush_every: 1}", "runtime: {checkpoint_every: 0}",
+    "runtime: {checkpoint_minutes: 0.5}", "runtime: {keep_checkpoints: 5}", "runtime: {mesh: {data: 1}}",
+    "runtime: {retries: 3, memory_limit_gib: 2}"])
+def test_how_to_run_keys_leave_the_trial_ids_unchanged(tmp_path, runtime):
+  ids = [t.id for t in load(tmp_path).trials]
+  document = BASE.format(size="[1, 2, 3]", mix="[0.2, 0.3, 0.5]", lr="3e-3", seed="0") + runtime + "\n"
+  assert [t.id for t in expand.load(write(tmp_path, "r.yaml", document)).trials] == ids
+
+
+def test_objective_default_is_the_familys_and_options_are_resolved(tmp_path):
+  trial = load(tmp_path).trials[0]
+  assert trial.config()["train"]["objective"] == {"name": "next_token"}
+  vision = expand.load(write(tmp_path, "v.yaml", """
+name: v
+model: {family: vit, size: 1, options: {aspect_ratio: 16, head_dim: 8}}
+data: {kind: shapes}
+train: {batch_size: 4, horizon: {examples: 64}, objective: [classify, masked_patches, {name: masked_patches, mask_ratio: 0.75}]}
+"""))
+  objectives = [t.config()["train"]["objective"] for t in vision.trials]
+  assert objectives == [{"name": "classify"}, {"name": "masked_patches", "mask_ratio": 0.6},
+                        {"name": "masked_patches", "mask_ratio": 0.75}]
+  no_objective = expand.load(write(tmp_path, "d.yaml", """
+name: d
+model: {family: vit, size: 1, options: {aspect_ratio: 16, head_dim: 8}}
+data: {kind: shapes}
+train: {batch_size: 4, horizon: {examples: 64}}
+"""))
+  assert no_objective.trials[0].config()["train"]["objective"] == {"name": "classify"}

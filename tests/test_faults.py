@@ -28,12 +28,29 @@ train:
 optimizer: {{lr: 1e-2, warmup_steps: 5}}
 runtime: {{flush_every: 1, checkpoint_every: {checkpoint_every}, tensorboard: false}}
 """
+# A masked-patch ViT trial: its masks are random, drawn from (seed, step), so resume must replay them.
+MASKED_PATCHES_TRIAL = """\
+name: {name}
+model: {{family: vit, size: {size}, options: {{aspect_ratio: 16, head_dim: 8, patch_size: 4}}}}
+data: {{kind: shapes}}
+train:
+  objective: {{name: masked_patches, mask_ratio: 0.5}}
+  batch_size: 8
+  horizon: {{examples: {examples}}}
+  eval_every: 20
+  eval_batches: 2
+  probe_examples: 64
+  inject_nan_at_step: {nan}
+optimizer: {{lr: 1e-2, warmup_steps: 5}}
+runtime: {{flush_every: 1, checkpoint_every: {checkpoint_every}, tensorboard: false}}
+"""
 STEPS = 60
 
 
-def sweep_file(tmp_path, name="t", size="1", steps=STEPS, checkpoint_every=5, nan="null"):
-  return write(tmp_path, f"{name}.yaml", TRIAL.format(name=name, size=size, tokens=steps * 8 * 16,
-                                                      checkpoint_every=checkpoint_every, nan=nan))
+def sweep_file(tmp_path, name="t", size="1", steps=STEPS, checkpoint_every=5, nan="null", template=TRIAL):
+  return write(tmp_path, f"{name}.yaml", template.format(name=name, size=size, tokens=steps * 8 * 16,
+                                                         examples=steps * 8, checkpoint_every=checkpoint_every,
+                                                         nan=nan))
 
 
 def launch(path, out):
@@ -61,8 +78,9 @@ def assert_each_step_once(run_dir, steps=STEPS):
   assert [r["step"] for r in rows if "loss" in r] == list(range(1, steps + 1))
 
 
-def test_sigkill_at_random_points_then_resume_is_bit_exact(tmp_path):
-  path = sweep_file(tmp_path)
+@pytest.mark.parametrize("template", [TRIAL, MASKED_PATCHES_TRIAL], ids=["gpt_next_token", "vit_masked_patches"])
+def test_sigkill_at_random_points_then_resume_is_bit_exact(tmp_path, template):
+  path = sweep_file(tmp_path, template=template)
   trial = expand.load(path).trials[0]
   reference = train_lib.train(trial.config(), str(tmp_path / "reference"), progress=False)
 
@@ -86,6 +104,7 @@ def test_sigkill_at_random_points_then_resume_is_bit_exact(tmp_path):
   assert summary["params_sha256"] == reference["params_sha256"], f"kill seed {seed}"
   assert summary["final_eval_loss"] == reference["final_eval_loss"]
   assert summary["final_train_loss"] == reference["final_train_loss"]
+  assert summary.get("final_probe_error") == reference.get("final_probe_error")
   assert_each_step_once(run_dir)
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from scaling.data import registry
 from scaling.data.idx import ImageSource
-from scaling.data.tfds_source import find_builder
+from scaling.data.tfds_source import TfdsNamed, find_builder
 
 _CHUNK = 4096  # records per data_source read: bounds the list of dicts held at once
 
@@ -68,13 +68,9 @@ def read_split(name: str, data_dir, split: str, image_key: str, label_key: str, 
 
 
 @registry.register
-class TfdsImagesData(registry.DataSchema):
+class TfdsImagesData(TfdsNamed):
   """A TFDS image-classification dataset (ArrayRecord files) named by name; read without TensorFlow."""
   kind: Literal["tfds_images"]
-  name: str
-  data_dir: Optional[str] = None  # default: TFDS's own (~/tensorflow_datasets)
-  split: str = "train"
-  eval_split: str = "test"
   image_key: str = "image"
   label_key: str = "label"
   download: bool = False  # the switch: false never fetches anything

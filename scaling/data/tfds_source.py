@@ -33,14 +33,18 @@ def find_builder(name: str, data_dir, splits: tuple):
   return builder
 
 
-@registry.register
-class TfdsData(registry.DataSchema):
-  """A TFDS dataset (ArrayRecord files) named by name, with a 1-D integer feature; read without TensorFlow."""
-  kind: Literal["tfds"]
+class TfdsNamed(registry.DataSchema):
+  """What names a TFDS dataset: its name, where it is, and its train and eval splits."""
   name: str
   data_dir: Optional[str] = None  # default: TFDS's own (~/tensorflow_datasets)
   split: str = "train"
   eval_split: str = "test"
+
+
+@registry.register
+class TfdsData(TfdsNamed):
+  """A TFDS dataset (ArrayRecord files) named by name, with a 1-D integer feature; read without TensorFlow."""
+  kind: Literal["tfds"]
   feature: str = "tokens"
   vocab_size: Optional[int] = pydantic.Field(None, ge=2)  # default: the dataset's metadata, else max id + 1
 
