@@ -124,7 +124,8 @@ def _expects_sequence(key_path) -> bool:
     if key not in fields:
       return False
     annotation = fields[key]
-    if typing.get_origin(annotation) in (tuple, list):
+    options = typing.get_args(annotation) if typing.get_origin(annotation) is typing.Union else (annotation,)
+    if any(typing.get_origin(option) in (tuple, list) for option in options):  # Optional[tuple] too
       return i == len(key_path) - 1
     model = annotation
   return False

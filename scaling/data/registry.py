@@ -29,7 +29,7 @@ import pydantic
 _KINDS: dict = {}
 # Imported lazily so `import scaling.data.registry` stays cheap; each registers its kind.
 _BUILTIN = ("scaling.data.markov", "scaling.data.text", "scaling.data.tfds_source", "scaling.data.idx",
-            "scaling.data.tfds_images")
+            "scaling.data.tfds_images", "scaling.data.shapes")
 
 
 class DataError(ValueError):
