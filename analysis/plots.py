@@ -128,7 +128,8 @@ def objectives_vs(path, curves, summary, x_column):
       continue
     drawn.extend(curve["y"])
     raised = curve["raised"]
-    ax.scatter(curve["x"][~raised], curve["y"][~raised], color=colors[name], zorder=3)
+    ax.scatter(curve["x"][~raised], curve["y"][~raised], color=colors[name], zorder=3,
+               label=f"{name}: {entry['downstream_meaning']}")
     if raised.any():
       ax.scatter(curve["x"][raised], curve["y"][raised], facecolors="none", edgecolors=colors[name], zorder=3,
                  label=f"{name}: error 0, drawn at 1/n_eval")
