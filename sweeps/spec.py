@@ -269,6 +269,9 @@ def check_trial(path, lines, trial: TrialSpec) -> None:
     data_inputs = trial.data.model_inputs(trial.train.seq_len)
   except data_registry.DataError as e:
     raise error_at(path, lines, ("data", e.key), str(e)) from None
+  if trial.train.horizon.epochs is not None and not trial.data.finite:
+    raise error_at(path, lines, ("train", "horizon", "epochs"), f"data kind {trial.data.kind!r} has no fixed "
+                   "training set to count epochs of; give examples or tokens")
   needed = objectives.get(objective.name).needs
   missing = [k for k in needed if k not in data_inputs]
   if missing:

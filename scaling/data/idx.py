@@ -142,6 +142,7 @@ def decode(directory: str) -> dict:
 @registry.register
 class IdxData(registry.DataSchema):
   """Labelled images in IDX files (MNIST layout) in the directory `path`."""
+  finite = True
   kind: Literal["idx"]
   path: str
 

@@ -23,6 +23,7 @@ A Source draws batches as dicts of numpy arrays with a leading batch dimension:
   source.entropy_floor, source.eval_set_floor(batches)   Bayes-optimal loss, where known (else None)
 """
 import importlib
+from typing import ClassVar
 
 import pydantic
 
@@ -43,6 +44,7 @@ class DataError(ValueError):
 class DataSchema(pydantic.BaseModel):
   """Base of every kind's schema: strict, unknown keys refused, immutable."""
   model_config = pydantic.ConfigDict(extra="forbid", strict=True, frozen=True)
+  finite: ClassVar[bool] = False  # a fixed set of training examples (so `horizon.epochs` means something)
 
   def model_inputs(self, seq_len: int) -> dict:
     raise NotImplementedError

@@ -70,6 +70,7 @@ def read_split(name: str, data_dir, split: str, image_key: str, label_key: str, 
 @registry.register
 class TfdsImagesData(TfdsNamed):
   """A TFDS image-classification dataset (ArrayRecord files) named by name; read without TensorFlow."""
+  finite = True
   kind: Literal["tfds_images"]
   image_key: str = "image"
   label_key: str = "label"
