@@ -2,8 +2,10 @@
 
 Run directory after a trial:
   config.json      the resolved trial config (its hash is the directory name)
-  metrics.jsonl    one row per step (train loss, grad norm, lr, tokens) plus eval rows
-  summary.json     status, parameter counts, tokens, FLOPs, final losses, throughput, params_sha256
+  metrics.jsonl    one row per step (loss, grad norm, lr, the objective's metrics, examples, tokens)
+                   plus eval rows (eval_loss, eval_<metric>, evaluator metrics such as probe_error)
+  summary.json     status, objective and loss unit, parameter counts, examples, tokens, FLOPs,
+                   final losses and metrics, throughput, params_sha256
   checkpoints/     orbax checkpoints; a re-run resumes from the latest one
   tensorboard/     event files of the same scalars
 """
@@ -22,11 +24,11 @@ from flax import nnx
 
 from models import counting, registry
 from scaling import checkpoint as checkpoint_lib
-from scaling import evaluators as evaluators_lib
-from scaling import objectives
 from scaling import distributed
+from scaling import evaluators as evaluators_lib
 from scaling import mesh as mesh_lib
 from scaling import metrics as metrics_lib
+from scaling import objectives
 from scaling.data import Batches
 
 
