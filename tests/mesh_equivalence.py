@@ -39,6 +39,23 @@ def main():
       rows = metrics_lib.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
       results[name] = {"losses": [r["loss"] for r in rows if "loss" in r], "mesh": summary["mesh"],
                        "shardings": summary["param_shardings"], "eval": summary["final_eval_loss"]}
+    # A ViT with a random-mask objective: image batches (a dict of uint8 images and labels) split the same way.
+    vit = TrialSpec.model_validate({
+        "model": {"family": "vit", "size": 2, "options": {"aspect_ratio": 16, "head_dim": 8, "patch_size": 4}},
+        "data": {"kind": "shapes"},
+        "train": {"objective": "masked_patches", "batch_size": 16, "horizon": {"examples": 20 * 16}, "eval_every": 20,
+                  "eval_batches": 1, "evaluators": []},
+        "optimizer": {"lr": 1e-2, "warmup_steps": 2},
+    }).model_dump(mode="json")
+    for name in ("single", "fsdp2_tensor4"):
+      data, fsdp, tensor = MESHES[name]
+      run_dir = os.path.join(tmp, f"vit_{name}")
+      summary = train_lib.train(vit, run_dir, progress=False, runtime={
+          "mesh": {"data": data, "fsdp": fsdp, "tensor": tensor}, "flush_every": 1, "checkpoint_every": 0,
+          "tensorboard": False})
+      rows = metrics_lib.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+      results[f"vit_{name}"] = {"losses": [r["loss"] for r in rows if "loss" in r], "mesh": summary["mesh"],
+                                "shardings": summary["param_shardings"], "eval": summary["final_eval_loss"]}
   print(json.dumps(results))
 
 

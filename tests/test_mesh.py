@@ -27,6 +27,15 @@ def test_every_mesh_gives_the_single_device_loss_curve(runs):
     assert runs[name]["eval"] == pytest.approx(runs["single"]["eval"], abs=1e-4)
 
 
+def test_a_vit_on_image_batches_gives_the_single_device_loss_curve(runs):
+  reference = np.array(runs["vit_single"]["losses"])
+  assert len(reference) == 20
+  np.testing.assert_allclose(runs["vit_fsdp2_tensor4"]["losses"], reference, rtol=2e-5, atol=2e-5)
+  shardings = runs["vit_fsdp2_tensor4"]["shardings"]
+  assert shardings["['patch_embedding']['kernel'].value"] == "P(None, 'fsdp')"  # pixels replicated, embed -> fsdp
+  assert shardings["['blocks'][0]['mlp']['up']['kernel'].value"] == "P('fsdp', 'tensor')"
+
+
 def test_parameters_are_sharded_as_the_rules_say(runs):
   assert runs["data2_fsdp4"]["mesh"] == {"data": 2, "fsdp": 4, "tensor": 1}
   up = "['blocks'][0]['mlp']['up']['kernel'].value"
