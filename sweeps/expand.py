@@ -9,7 +9,6 @@ import hashlib
 import itertools
 import json
 import math
-import os
 import re
 import typing
 
@@ -81,7 +80,7 @@ def load(path: str) -> spec_lib.Sweep:
     except pydantic.ValidationError as e:
       raise spec_lib.validation_error(path, lines, e) from None
     pairing = json.dumps([trial_spec.model.model_dump(mode="json"), trial_spec.data.model_dump(mode="json"),
-                          trial_spec.train.objective.name, trial_spec.train.seq_len])
+                          trial_spec.train.model_dump(mode="json")])
     if pairing not in checked:  # Grids repeat these; check each once (TFDS lookups are slow).
       spec_lib.check_trial(path, lines, trial_spec)
       checked.add(pairing)
