@@ -1,6 +1,6 @@
 """ViT training throughput (images/s, steady state, compile excluded) through the platform's train loop.
 
-  python benchmarks/vit_throughput.py [--steps 150] [--data ../shared/data/mnist]
+  python -m benchmarks.vit_throughput [--steps 150] [--data ../shared/data/mnist]
 
 MNIST-shaped images (28x28x1, patch 7: 16 tokens per image), batch 128, for two rungs
 (depth 2 width 64; depth 4 width 128) and every vision objective. Prints images/s and
