@@ -530,7 +530,35 @@ def check_inputs(law: laws.Law, x, y):
   if np.ptp(y) <= 1e-12 * np.max(np.abs(y)):
     raise FitError(f"y is constant ({y[0]:g}): a {law.name} law is not "
                    "identifiable from it")
+  problem = distinct_inputs_problem(law, inputs)
+  if problem:
+    raise FitError(problem)
   return inputs, y
+
+
+def distinct_inputs_problem(law: laws.Law, inputs, names=None) -> str | None:
+  """Why inputs [k, n] cannot identify `law`'s parameters, or None.
+
+  Fewer distinct x values (distinct input tuples for multi-input laws) than
+  the law has parameters leave some parameter free, and the fit and its
+  bootstrap pile up on a bound (one size and three seeds: alpha = 0.05
+  [0.05, 0.05]); a multi-input law also needs every input to vary. names:
+  what to call the inputs in the message (default: the law's input names).
+  """
+  names = list(law.input_names if names is None else names)
+  inputs = np.asarray(inputs, dtype=float)
+  for name, column in zip(names, inputs):
+    if law.n_inputs > 1 and np.unique(column).size < 2:
+      return (f"input {name} is constant ({column[0]:g}): the {law.name} law "
+              "needs it to vary")
+  distinct = np.unique(inputs.T, axis=0).shape[0]
+  if distinct < law.n_params:
+    what = f"{names[0]} value" if law.n_inputs == 1 else f"({', '.join(names)}) point"
+    return (f"only {distinct} distinct {what}{'s' * (distinct != 1)} but the "
+            f"{law.name} law has {law.n_params} parameters "
+            f"({', '.join(law.param_names)}): it needs at least {law.n_params} "
+            f"distinct {what}s")
+  return None
 
 
 # Huber-loss laws (Chinchilla) run L-BFGS, as in the paper. The grid stage only

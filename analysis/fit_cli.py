@@ -29,9 +29,12 @@ Output: {"law", "params": {name: value}, "ci": {name: [lo, hi]}, "objective",
 "n_points", "predictions": [y at each --predict-at], "prediction_ci":
 [[lo, hi], ...], "predict_at": [...]}. Intervals are 95% bootstrap
 percentiles (null without --bootstrap). Bad input exits 2 with one line on
-stderr naming the file and the column or flag.
+stderr naming the file and the column or flag: among it, a CSV that is not
+UTF-8 text or is over 64 MiB or 100,000 rows, fewer distinct x values than
+the law has parameters, --breaks over 10, --bootstrap over 10,000.
 """
 import argparse
+import io
 import json
 import math
 import sys
@@ -42,6 +45,14 @@ import pandas as pd
 from analysis import fit, laws
 
 CHOICES = ("power", "chinchilla", "saturating", "bnsl", "sigmoid", "pure_power")
+
+
+# Input bounds: a scaling-law fit has tens to thousands of points, and every
+# resample and start costs memory and time in proportion to the rows.
+MAX_CSV_BYTES = 64 * 2 ** 20
+MAX_ROWS = 100_000
+MAX_BOOTSTRAP = 10_000
+MAX_BOOTSTRAP_CELLS = 20_000_000  # bootstrap * rows: the resample weights' size.
 
 
 class UsageError(Exception):
@@ -73,11 +84,53 @@ def _parser() -> argparse.ArgumentParser:
   return parser
 
 
+def _read_csv(path: str) -> pd.DataFrame:
+  """The CSV at path, read with bounded memory, or UsageError naming it."""
+  try:
+    with open(path, "rb") as f:  # Bounded: /dev/zero or a huge file stops here.
+      data = f.read(MAX_CSV_BYTES + 1)
+  except FileNotFoundError:
+    raise UsageError(f"{path}: no such file (--csv)") from None
+  except IsADirectoryError:
+    raise UsageError(f"{path}: is a directory, not a CSV file (--csv)") from None
+  except OSError as err:
+    raise UsageError(f"{path}: cannot read it (--csv): "
+                     f"{err.strerror or type(err).__name__}") from None
+  if len(data) > MAX_CSV_BYTES:
+    raise UsageError(f"{path}: larger than {MAX_CSV_BYTES // 2 ** 20} MiB, too big "
+                     "for a scaling-law CSV (--csv)")
+  if b"\0" in data:
+    raise UsageError(f"{path}: a binary file (NUL bytes), not a CSV (--csv)")
+  try:
+    text = data.decode("utf-8-sig")
+  except UnicodeDecodeError as err:
+    raise UsageError(f"{path}: not UTF-8 text (--csv): byte 0x{data[err.start]:02x} "
+                     f"at offset {err.start}") from None
+  try:
+    df = pd.read_csv(io.StringIO(text), nrows=MAX_ROWS + 1, low_memory=False)
+  except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:
+    first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
+    raise UsageError(f"{path}: not a readable CSV (--csv): {first_line}") from None
+  if len(df) > MAX_ROWS:
+    raise UsageError(f"{path}: more than {MAX_ROWS} rows (--csv)")
+  return df
+
+
+def _column_list(df: pd.DataFrame) -> str:
+  names = [str(c) for c in df.columns]
+  shown = ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
+  try:  # Numbers for column names: the first line is data, not a header.
+    [float(n) for n in names]
+    return shown + "; the first line holds numbers: does the file lack a header line?"
+  except ValueError:
+    return shown
+
+
 def _column(df: pd.DataFrame, name: str, flag: str, path: str) -> np.ndarray:
   """A numeric, finite column, or UsageError naming it."""
   if name not in df.columns:
     raise UsageError(f"{path}: no column {name!r} (pass {flag} COL; columns: "
-                     f"{', '.join(map(str, df.columns))})")
+                     f"{_column_list(df)})")
   values = pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=float)
   bad = ~np.isfinite(values)
   if bad.any():
@@ -109,6 +162,12 @@ def _predict_points(text: str, law: laws.Law):
   return points, echo
 
 
+def _fewer_breaks(law, args) -> str:
+  """A hint for the bnsl law, whose parameters grow with --breaks."""
+  return (f" (--breaks {args.breaks}: pass fewer)"
+          if law.name == "bnsl" and args.breaks > 1 else "")
+
+
 def _json_number(value):
   value = float(value)
   return value if math.isfinite(value) else None
@@ -118,21 +177,20 @@ def run(argv) -> dict:
   args = _parser().parse_args(argv)
   if args.breaks < 1:
     raise UsageError("--breaks: must be at least 1")
+  if args.breaks > laws.MAX_BREAKS:
+    raise UsageError(f"--breaks {args.breaks}: at most {laws.MAX_BREAKS} breaks "
+                     f"(each adds 3 parameters)")
   if args.drop_highest < 0:
     raise UsageError("--drop-highest: must be 0 or more")
   if args.bootstrap < 0:
     raise UsageError("--bootstrap: must be 0 or more")
+  if args.bootstrap > MAX_BOOTSTRAP:
+    raise UsageError(f"--bootstrap {args.bootstrap}: at most {MAX_BOOTSTRAP} resamples")
+  if args.seed < 0:
+    raise UsageError("--seed: must be 0 or more")
   law = laws.get(args.law, breaks=args.breaks)
   path = args.csv
-  try:
-    df = pd.read_csv(path)
-  except FileNotFoundError:
-    raise UsageError(f"{path}: no such file (--csv)") from None
-  except OSError as err:
-    raise UsageError(f"{path}: cannot read it (--csv): {err.strerror}") from None
-  except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-    first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
-    raise UsageError(f"{path}: not a readable CSV (--csv): {first_line}") from None
+  df = _read_csv(path)
 
   y = _column(df, args.y, "--y", path)
   if law.n_inputs == 2:
@@ -155,10 +213,18 @@ def run(argv) -> dict:
   if y.size < law.n_params:
     after = f" after --drop-highest {args.drop_highest}" if args.drop_highest else ""
     raise UsageError(f"{path}: {y.size} rows{after} but the {law.name} law "
-                     f"has {law.n_params} parameters ({', '.join(law.param_names)})")
+                     f"has {law.n_params} parameters ({', '.join(law.param_names)})"
+                     f"{_fewer_breaks(law, args)}")
   if np.ptp(y) <= 1e-12 * np.max(np.abs(y)):
     raise UsageError(f"{path}: column {args.y!r} (--y) is constant ({y[0]:g}); "
                      f"a {law.name} law cannot be fitted to it")
+  names = [f"{name!r} ({flag})" for name, flag in columns]
+  problem = fit.distinct_inputs_problem(law, inputs, names)
+  if problem:
+    raise UsageError(f"{path}: {problem}{_fewer_breaks(law, args)}")
+  if args.bootstrap * y.size > MAX_BOOTSTRAP_CELLS:
+    raise UsageError(f"--bootstrap {args.bootstrap}: too many resamples for {y.size} "
+                     f"rows (at most {MAX_BOOTSTRAP_CELLS // y.size}) in {path}")
   points, echo = _predict_points(args.predict_at, law)
 
   try:
@@ -188,7 +254,8 @@ def main(argv=None) -> int:
   try:
     out = run(argv)
   except UsageError as err:
-    print(f"error: {err}", file=sys.stderr)
+    message = str(err).replace("\r", "\\r").replace("\n", "\\n")  # Always one line.
+    print(f"error: {message}", file=sys.stderr)
     return 2
   json.dump(out, sys.stdout)
   sys.stdout.write("\n")

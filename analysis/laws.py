@@ -337,6 +337,12 @@ SATURATING = Law(
 
 # Broken power law (Caballero et al. 2023, BNSL) ------------------------------------
 
+# Starts of the BNSL grid: the full product for 1 break (243), a seeded sample
+# of it beyond (the product grows as 9 * 27^breaks).
+_BNSL_MAX_STARTS = 600
+# Most breaks the CLI accepts (each adds 3 parameters); the library takes any.
+MAX_BREAKS = 10
+
 def bnsl(n_breaks: int = 1) -> Law:
   """y = a + b x^-c0 prod_i (1 + (x / d_i)^(1 / f_i))^(-c_i f_i).
 
@@ -392,21 +398,41 @@ def bnsl(n_breaks: int = 1) -> Law:
     return out
 
   def starts(log_x, y, log_scale):
+    """The product of a head grid (floor a, amplitude b, c0: 9 rows) and one
+    27-point grid per break, or _BNSL_MAX_STARTS of its rows drawn with a
+    fixed seed when it is larger (9 * 27^breaks: 6561 rows for 2 breaks).
+    Rows are decoded from their index in the product, which is never built,
+    so memory and time stay bounded for any number of breaks; the rows are
+    those of the full product in itertools.product order, subsampled as
+    `rng.choice(len(product), _BNSL_MAX_STARTS)` would, sorted."""
     lx = log_x[0]
     per_break = _grid([-0.3, 0.3, 1.0],                        # c_i
                       np.quantile(lx, [0.25, 0.5, 0.75]),      # log d_i
                       np.log([0.1, 0.5, 1.5]))                 # log f_i
-    rows = []
+    heads = []
     for la in _floor_grid(y, [1e-3, 0.5, 0.9]):
       lb = _log_amplitude(y, la)
       for c0 in (0.05, 0.3, 1.0):
-        for combo in itertools.product(per_break, repeat=n_breaks):
-          rows.append(np.concatenate([[la, lb, c0], *combo]))
-    rows = np.array(rows)
-    if len(rows) > 600:  # Many breaks: a fixed random subset keeps it tractable.
-      keep = np.random.default_rng(0).choice(len(rows), 600, replace=False)
-      rows = rows[np.sort(keep)]
-    return rows
+        heads.append((la, lb, c0))
+    heads = np.array(heads)
+    n_per = len(per_break)
+    total = len(heads) * n_per ** n_breaks  # A Python int: exact for any breaks.
+    rng = np.random.default_rng(0)
+    if total <= _BNSL_MAX_STARTS:
+      head_idx = np.repeat(np.arange(len(heads)), total // len(heads))
+      digits = _grid(*[range(n_per)] * n_breaks).astype(np.int64)
+      digits = np.tile(digits, (len(heads), 1))
+    elif total < 2 ** 62:
+      index = np.sort(rng.choice(total, _BNSL_MAX_STARTS, replace=False))
+      head_idx, rest = np.divmod(index, n_per ** n_breaks)
+      digits = np.empty((len(index), n_breaks), dtype=np.int64)
+      for i in range(n_breaks - 1, -1, -1):  # Last break is the fastest digit.
+        rest, digits[:, i] = np.divmod(rest, n_per)
+    else:  # Beyond int64 indices: draw each digit (repeats are negligible).
+      head_idx = rng.integers(len(heads), size=_BNSL_MAX_STARTS)
+      digits = rng.integers(n_per, size=(_BNSL_MAX_STARTS, n_breaks))
+    return np.concatenate([heads[head_idx],
+                           per_break[digits].reshape(len(head_idx), -1)], axis=1)
 
   def bounds(log_x, y):
     """Breaks inside the data (+-2 in ln x) with widths f in [0.01, 100];

@@ -35,30 +35,51 @@ def _flatten(prefix: str, obj, out: dict) -> dict:
   return out
 
 
+def _read_object(path: str) -> dict:
+  """A JSON object from `path`, or LoadError naming the file."""
+  try:
+    content = metrics_lib.read_json(path)
+  except (OSError, UnicodeDecodeError, ValueError) as e:
+    raise LoadError(f"{path}: unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+  if not isinstance(content, dict):
+    raise LoadError(f"{path}: expected a JSON object")
+  return content
+
+
 def load_sweep(directory: str) -> SweepResults:
   if not os.path.isdir(directory):
     raise LoadError(f"{directory}: not a directory")
   manifest_path = os.path.join(directory, "sweep.json")
   if os.path.exists(manifest_path):
-    manifest = metrics_lib.read_json(manifest_path)
+    manifest = _read_object(manifest_path)
+    if not (isinstance(manifest, dict) and isinstance(manifest.get("name"), str)
+            and isinstance(manifest.get("trials"), list)
+            and all(isinstance(t, dict) and isinstance(t.get("id"), str) for t in manifest["trials"])):
+      raise LoadError(f"{manifest_path}: not a sweep manifest (damaged?); re-running `python -m sweeps run` on the "
+                      f"sweep file rewrites it")
   else:  # A directory of run dirs without a manifest (e.g. copied by hand).
     ids = sorted(d for d in os.listdir(directory) if os.path.exists(os.path.join(directory, d, "config.json")))
     if not ids:
       raise LoadError(f"{directory}: no sweep.json and no trial directories; is this a sweep output directory?")
     manifest = {"name": os.path.basename(os.path.normpath(directory)), "trials": [{"id": i, "axes": {}} for i in ids]}
   name = manifest["name"]
-  axes = {t["id"]: t["axes"] for t in manifest["trials"]}
+  axes = {t["id"]: t.get("axes") if isinstance(t.get("axes"), dict) else {} for t in manifest["trials"]}
 
   trial_rows, step_frames = [], []
   for trial_id in axes:
     run_dir = os.path.join(directory, trial_id)
     row = {"trial_id": trial_id, "status": "pending"}
     row.update({f"axis.{k}": v for k, v in axes[trial_id].items()})
-    if os.path.exists(os.path.join(run_dir, "config.json")):
-      _flatten("config", metrics_lib.read_json(os.path.join(run_dir, "config.json")), row)
-    if os.path.exists(os.path.join(run_dir, "summary.json")):
-      summary = metrics_lib.read_json(os.path.join(run_dir, "summary.json"))
-      _flatten("", {k: v for k, v in summary.items() if k != "data"}, row)
+    for name, prefix in (("config.json", "config"), ("summary.json", "")):
+      path = os.path.join(run_dir, name)
+      if not os.path.exists(path):
+        continue
+      try:
+        content = _read_object(path)
+      except LoadError as e:  # One damaged trial must not hide the others: it is listed, not fitted.
+        row.update({"status": "damaged", "reason": str(e)})
+        break
+      _flatten(prefix, {k: v for k, v in content.items() if k != "data"} if not prefix else content, row)
     trial_rows.append(row)
     rows = metrics_lib.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
     if rows:

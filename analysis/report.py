@@ -127,6 +127,10 @@ def analyze(directory, params_column="params_non_embedding", compute_column="flo
   final_loss = pd.to_numeric(done.get("final_eval_loss", pd.Series(np.nan, index=done.index)), errors="coerce")
   done = done[np.isfinite(final_loss.to_numpy(float))]
   excluded = trials[~trials.trial_id.isin(done.trial_id)]
+  if done.empty:  # Nothing to fit; the tables above are still written.
+    states = excluded.status.value_counts() if "status" in excluded else {}
+    raise LoadError(f"{directory}: no trial has finished ({', '.join(f'{n} {s}' for s, n in states.items())}); "
+                    f"nothing to fit yet: `python -m sweeps status {directory}` shows each trial")
 
   by_objective = objectives_lib.groups(done)
   if len(by_objective) > 1:

@@ -14,6 +14,7 @@ import hashlib
 import math
 import os
 import signal
+import sys
 import time
 
 import jax
@@ -348,8 +349,12 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
   if latest is not None:
     state = checkpoints.restore(latest, {"params": params, "opt_state": opt_state})
     params, opt_state, start_step = state["params"], state["opt_state"], latest
-  if writer_process:
-    metrics_lib.truncate_metrics(metrics_path, start_step)  # Steps past the checkpoint are redone.
+  if writer_process:  # Steps past the checkpoint are redone; damaged lines are kept in a copy, and said.
+    damaged = metrics_lib.truncate_metrics(metrics_path, start_step)
+    if damaged:
+      static["metrics_damaged_lines"] = damaged
+      print(f"{metrics_path}: {damaged} damaged line(s) skipped; the original is kept beside it as "
+            f"metrics.jsonl.damaged-*", file=sys.stderr)
   writer = metrics_lib.MetricsWriter(run_dir, tensorboard=runtime["tensorboard"], enabled=writer_process)
   # Collectives on a multi-device CPU client deadlock if many steps are in flight: sync every step.
   sync_every_step = on_cpu and mesh.size > 1
@@ -403,7 +408,8 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
         jax.block_until_ready(step_metrics)
         steady_start, steady_first_step = time.time(), step
         compile_seconds = steady_start - compile_start
-      if len(pending) >= runtime["flush_every"] or is_last or step % train_cfg["eval_every"] == 0:
+      checkpoint_step = bool(runtime["checkpoint_every"]) and step % runtime["checkpoint_every"] == 0
+      if len(pending) >= runtime["flush_every"] or is_last or step % train_cfg["eval_every"] == 0 or checkpoint_step:
         rows = flush()
         reason = _divergence(rows, recent_losses[:-len(rows)], train_cfg["max_loss_spike"])
         if reason:
@@ -416,16 +422,19 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
         if step % train_cfg["eval_every"] == 0 or is_last:
           last_eval = eval_row(step, final=is_last)
           writer.write([last_eval])
-        checkpoint_due = (runtime["checkpoint_every"] and step % runtime["checkpoint_every"] == 0) or (
-            time.time() - last_checkpoint_time > 60 * runtime["checkpoint_minutes"])
+        checkpoint_due = checkpoint_step or time.time() - last_checkpoint_time > 60 * runtime["checkpoint_minutes"]
         checkpoint_due = distributed.agree(checkpoint_due)  # Hosts' clocks differ; a save is collective.
         if checkpoint_due and not is_last:
           save(step)
           last_checkpoint_time = time.time()
         side_seconds += time.time() - side_start
       if preemption.at(step) and not is_last:
-        if pending:
-          flush()
+        if pending:  # The unflushed steps are checked like any others: a NaN is never checkpointed.
+          rows = flush()
+          reason = _divergence(rows, recent_losses[:-len(rows)], train_cfg["max_loss_spike"])
+          if reason:
+            status = "diverged"
+            break
         save(step, wait=True)
         writer.close()
         checkpoints.close()

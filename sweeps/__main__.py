@@ -7,6 +7,28 @@ from sweeps import expand
 from sweeps.spec import SpecError
 
 
+def _non_negative(text: str) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+  if not 0 <= value <= 100:
+    raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 100, got {value}")
+  return value
+
+
+def _writable_directory(path: str):
+  """None if `path` is (or can be made) a directory this process can write into, else why not."""
+  import tempfile
+  try:
+    os.makedirs(path, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+      pass
+  except OSError as e:
+    return e.strerror or str(e)
+  return None
+
+
 class _Parser(argparse.ArgumentParser):
   def error(self, message):  # One line and exit 2, like every other input error.
     print(f"error: {message}", file=sys.stderr)
@@ -23,7 +45,7 @@ def main(argv=None) -> int:
   run_parser.add_argument("--no-analysis", action="store_true")
   run_parser.add_argument("--retry-failed", action="store_true",
                           help="also re-run trials marked failed (they resume from their last checkpoint)")
-  run_parser.add_argument("--retries", type=int, default=None,
+  run_parser.add_argument("--retries", type=_non_negative, default=None,
                           help="re-runs of a crashed trial before it is marked failed (default: runtime.retries)")
   validate_parser = commands.add_parser("validate", help="check the sweep file and list its trials")
   validate_parser.add_argument("file")
@@ -36,7 +58,11 @@ def main(argv=None) -> int:
     if not os.path.exists(os.path.join(args.sweep_dir, "sweep.json")):
       print(f"error: {args.sweep_dir}: no sweep.json; expected a directory made by `sweeps run`", file=sys.stderr)
       return 2
-    print(status.format_table(status.rows(args.sweep_dir)))
+    try:
+      print(status.format_table(status.rows(args.sweep_dir)))
+    except ValueError as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 2
     return 0
 
   try:
@@ -60,7 +86,6 @@ def main(argv=None) -> int:
   from scaling import mesh as mesh_lib
   from scaling import runtime
   from scaling.train import Interrupted
-  from sweeps import local
   from sweeps.spec import error_at, read_yaml
   runtime.configure_jax()
   import jax
@@ -68,6 +93,12 @@ def main(argv=None) -> int:
     mesh_lib.mesh_shape(sweep.runtime.mesh.model_dump(), jax.device_count())
   except mesh_lib.MeshError as e:
     print(f"error: {error_at(args.file, read_yaml(args.file)[1], ('runtime', 'mesh'), str(e))}", file=sys.stderr)
+    return 2
+  from sweeps import local
+  directory = local.sweep_dir(args.out, sweep)
+  problem = _writable_directory(directory)  # The last check before anything is written.
+  if problem:
+    print(f"error: --out {args.out}: cannot write the sweep directory {directory}: {problem}", file=sys.stderr)
     return 2
   try:
     states = local.run(sweep, args.out, progress=not args.no_progress, retries=args.retries,
@@ -77,7 +108,6 @@ def main(argv=None) -> int:
     return 130
   if not distributed.is_writer():  # Process 0 reports and analyses for all.
     return 0
-  directory = local.sweep_dir(args.out, sweep)
   counts = ", ".join(f"{sum(s == k for s in states.values())} {k}" for k in ("diverged", "failed", "running")
                      if k in states.values())
   print(f"sweep {sweep.name}: {sum(s == 'done' for s in states.values())}/{len(states)} trials done"

@@ -33,7 +33,9 @@ def sweep_dir(out: str, sweep) -> str:
 
 def write_manifest(directory: str, sweep) -> None:
   os.makedirs(directory, exist_ok=True)
-  shutil.copyfile(sweep.path, os.path.join(directory, "sweep.yaml"))
+  archived = os.path.join(directory, "sweep.yaml")
+  if not (os.path.exists(archived) and os.path.samefile(sweep.path, archived)):  # re-running the archived copy
+    shutil.copyfile(sweep.path, archived)
   metrics_lib.write_json_atomic(os.path.join(directory, "sweep.json"), {
       "name": sweep.name,
       "source": os.path.abspath(sweep.path),
@@ -42,16 +44,31 @@ def write_manifest(directory: str, sweep) -> None:
 
 
 def read_summary(run_dir: str):
+  """The trial's summary, None if it has none, or {"status": "damaged", ...} if it cannot be read.
+
+  A damaged summary is not a finished one: the trial runs again, resumes from its last
+  checkpoint and writes a whole summary (every field of it is derived from the run).
+  """
   path = os.path.join(run_dir, "summary.json")
-  return metrics_lib.read_json(path) if os.path.exists(path) else None
+  if not os.path.exists(path):
+    return None
+  try:
+    summary = metrics_lib.read_json(path)
+  except (OSError, UnicodeDecodeError, ValueError) as e:
+    return {"status": "damaged", "reason": f"{path}: unreadable ({type(e).__name__}); the next run rewrites it"}
+  if not isinstance(summary, dict):
+    return {"status": "damaged", "reason": f"{path}: not a JSON object; the next run rewrites it"}
+  return summary
 
 
 def state_of(run_dir: str) -> str:
-  """pending, running, done, diverged or failed."""
+  """pending, running, done, diverged, failed, or damaged (an unreadable summary: runs again)."""
   summary = read_summary(run_dir)
   if summary and summary.get("status") in FINISHED:
     return summary["status"]
-  return "running" if claims.holder(run_dir) else "pending"
+  if claims.holder(run_dir):
+    return "running"
+  return "damaged" if summary and summary.get("status") == "damaged" else "pending"
 
 
 def _log_attempt(run_dir: str, record: dict) -> None:
@@ -138,10 +155,11 @@ def run(sweep, out: str, progress: bool = True, retries: int | None = None, retr
         claim.release()
     if not writer:
       continue
-    summary = read_summary(run_dir)
+    summary = read_summary(run_dir) or {}
     if bar is not None:
       bar.update(1)
     loss = summary.get("final_eval_loss")
+    loss = loss if isinstance(loss, (int, float)) else None
     log(f"  {trial.id} {_describe(trial)}: {states[trial.id]}"
         + (f", eval loss {loss:.4f}, {summary['wall_seconds']:.1f} s" if loss is not None else "")
         + (f" ({summary['reason']})" if summary.get("reason") else ""))

@@ -156,7 +156,7 @@ class TrialSpec(_Strict):
   data: DataSpec
   train: TrainSpec
   optimizer: OptimizerSpec = OptimizerSpec()
-  seed: int = 0
+  seed: int = pydantic.Field(0, ge=0, le=2 ** 31 - 1)  # model init, data order and objective randomness
 
 
 class Sweep(pydantic.BaseModel):
@@ -193,18 +193,37 @@ def _line_index(node, path=(), out=None) -> dict:
   return out
 
 
+MAX_FILE_BYTES = 1 << 20  # A sweep file is a page of YAML; anything bigger is the wrong file.
+MAX_DEPTH = 64  # nesting levels
+MAX_EXPANDED_NODES = 200_000  # nodes once aliases are expanded: refuses "billion laughs" files
+
+
 def read_yaml(path: str):
-  """Returns (document, {key path: line}); raises SpecError on I/O or syntax errors."""
+  """Returns (document, {key path: line}); raises SpecError on I/O, syntax, duplicate keys or hostile input."""
+  import os
+  import stat
   try:
-    with open(path, encoding="utf-8") as f:
-      text = f.read()
+    if not stat.S_ISREG(os.stat(path).st_mode):
+      raise SpecError(f"{path}: not a regular file")
+    with open(path, "rb") as f:
+      raw = f.read(MAX_FILE_BYTES + 1)
   except FileNotFoundError:
     raise SpecError(f"{path}: file not found") from None
-  except (OSError, UnicodeDecodeError) as e:
-    raise SpecError(f"{path}: cannot read: {e}") from None
+  except OSError as e:
+    raise SpecError(f"{path}: cannot read: {e.strerror or e}") from None
+  if len(raw) > MAX_FILE_BYTES:
+    raise SpecError(f"{path}: larger than {MAX_FILE_BYTES // 1024} KiB; a sweep file is a short YAML document")
+  try:
+    text = raw.decode("utf-8")
+  except UnicodeDecodeError as e:
+    raise SpecError(f"{path}: not UTF-8 text (byte {e.start})") from None
   try:
     node = yaml.compose(text, Loader=_Loader)
+    if node is not None:
+      _check_node(path, node)
     document = yaml.load(text, Loader=_Loader)
+  except RecursionError:
+    raise SpecError(f"{path}: nested too deeply (more than {MAX_DEPTH} levels)") from None
   except yaml.YAMLError as e:
     mark = getattr(e, "problem_mark", None)
     where = f"{path}:{mark.line + 1}" if mark else path
@@ -213,6 +232,40 @@ def read_yaml(path: str):
   if not isinstance(document, dict):
     raise SpecError(f"{path}:1: expected a mapping of keys (name, model, data, train, ...) at the top level")
   return document, (_line_index(node) if node is not None else {})
+
+
+def _check_node(path: str, root) -> None:
+  """Duplicate keys, nesting depth and alias expansion, checked without recursion (hostile files are deep)."""
+  expanded, open_nodes, stack = {}, set(), [(root, 1, False)]
+  while stack:  # Post-order walk: a node's expanded size once its children's are known.
+    node, depth, children_done = stack.pop()
+    if depth > MAX_DEPTH:
+      raise SpecError(f"{path}:{node.start_mark.line + 1}: nested too deeply (more than {MAX_DEPTH} levels)")
+    if id(node) in expanded:
+      continue
+    if id(node) in open_nodes and not children_done:
+      raise SpecError(f"{path}:{node.start_mark.line + 1}: a YAML alias refers to itself")
+    open_nodes.add(id(node))
+    children = []
+    if isinstance(node, yaml.MappingNode):
+      seen = {}
+      for key, value in node.value:
+        if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+          if key.value in seen:
+            raise SpecError(f"{path}:{key.start_mark.line + 1}: duplicate key {key.value!r} "
+                            f"(first given on line {seen[key.value]})")
+          seen[key.value] = key.start_mark.line + 1
+        children += [key, value]
+    elif isinstance(node, yaml.SequenceNode):
+      children = list(node.value)
+    if children_done or not children:
+      expanded[id(node)] = 1 + sum(expanded[id(c)] for c in children)
+      if expanded[id(node)] > MAX_EXPANDED_NODES:
+        raise SpecError(f"{path}:{node.start_mark.line + 1}: expands to more than {MAX_EXPANDED_NODES:,} "
+                        f"values (YAML aliases); a sweep file is small")
+      continue
+    stack.append((node, depth, True))
+    stack.extend((c, depth + 1, False) for c in children if id(c) not in expanded)
 
 
 def error_at(path: str, lines: dict, key_path: tuple, message: str) -> SpecError:

@@ -6,9 +6,16 @@ from sweeps import expand, local
 
 
 def rows(directory: str) -> list:
-  manifest = metrics_lib.read_json(os.path.join(directory, "sweep.json"))
+  """One row per trial of the manifest; ValueError (one line) if the manifest is unreadable."""
+  path = os.path.join(directory, "sweep.json")
+  try:
+    manifest = metrics_lib.read_json(path)
+    trials = [t for t in manifest["trials"] if isinstance(t["id"], str)]
+  except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"{path}: not a readable sweep manifest ({type(e).__name__}); re-running `python -m sweeps run` "
+                     f"on the sweep file rewrites it") from None
   out = []
-  for trial in manifest["trials"]:
+  for trial in trials:
     run_dir = os.path.join(directory, trial["id"])
     metrics = metrics_lib.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
     train_rows = [r for r in metrics if "loss" in r]
@@ -19,7 +26,7 @@ def rows(directory: str) -> list:
         "step": train_rows[-1]["step"] if train_rows else 0,
         "steps": summary.get("steps_planned"),
         "last_loss": train_rows[-1]["loss"] if train_rows else None,
-        "axes": expand.describe_axes(trial["axes"]),
+        "axes": expand.describe_axes(trial.get("axes") or {}),
         "reason": summary.get("reason"),
     })
   return out

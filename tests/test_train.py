@@ -100,3 +100,11 @@ def test_torn_metrics_line_is_dropped(tmp_path):
   with open(path, "w") as f:
     f.write('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
   assert [r["step"] for r in metrics_lib.read_metrics(path)] == [1, 2]
+
+
+def test_checkpoint_every_is_honoured_between_flushes(tiny_trial, tmp_path):
+  tiny_trial["train"]["horizon"]["tokens"] = 8 * 16 * 50
+  run_dir = tmp_path / "cadence"
+  train_lib.train(tiny_trial, str(run_dir), progress=False,
+                  runtime={"flush_every": 10, "checkpoint_every": 25, "keep_checkpoints": 5, "tensorboard": False})
+  assert sorted(int(d) for d in os.listdir(run_dir / "checkpoints") if d.isdigit()) == [25, 50]

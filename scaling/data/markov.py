@@ -215,7 +215,7 @@ class MarkovData(registry.DataSchema):
   support: int = pydantic.Field(MarkovSpec.support, ge=1)
   concentration: float = pydantic.Field(MarkovSpec.concentration, gt=0)
   zipf: float = pydantic.Field(MarkovSpec.zipf, ge=0)
-  seed: int = MarkovSpec.seed
+  seed: int = pydantic.Field(MarkovSpec.seed, ge=0, le=2 ** 32 - 1)
 
   @pydantic.model_validator(mode="after")
   def _valid_language(self):  # One source of truth for what a language may be.

@@ -173,7 +173,7 @@ class ShapesData(registry.DataSchema):
   num_classes: int = pydantic.Field(len(SHAPES), ge=2, le=len(SHAPES))
   noise: float = pydantic.Field(0.05, ge=0, le=1)  # pixel noise std, in units of the [0, 1] intensity range
   distractors: int = pydantic.Field(3, ge=0, le=16)  # each image has 0..distractors of them, uniformly
-  seed: int = pydantic.Field(0, ge=0)  # which shapes are the classes, in which label order; and the pixel stream
+  seed: int = pydantic.Field(0, ge=0, le=2 ** 32 - 1)  # which shapes are the classes, in which label order; and the pixel stream
 
   def model_inputs(self, seq_len: int) -> dict:
     return {"image_shape": (self.image_size, self.image_size, self.channels), "num_classes": self.num_classes}

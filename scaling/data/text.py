@@ -5,7 +5,7 @@ The vocabulary is the sorted set of characters in the file; the last
 """
 import hashlib
 import os
-import pathlib
+import stat
 from typing import Literal
 
 import numpy as np
@@ -42,17 +42,81 @@ class WindowSource(registry.Source):
     return {"tokens": random_windows(tokens, rng, n, self.seq_len + 1, f"{self._what}: {split} split", rows)}
 
 
+MAX_TEXT_BYTES = 1 << 30  # A bigger corpus is refused rather than read for minutes into many GiB.
+_WHITESPACE = frozenset("\n\r\t\f\v")
+_MAX_CONTROL_FRACTION = 0.1  # More non-printable characters than this: a binary file, not text.
+
+
+def read_text(path: str, eval_fraction: float, seq_len: int) -> tuple:
+  """(raw bytes, decoded text) of a text corpus that yields at least one window in each split.
+
+  Raises DataError("path", one line saying what is wrong and what is needed) for a missing path, a
+  directory, a FIFO or device (refused before it is read: /dev/zero would never end), a file over
+  MAX_TEXT_BYTES, an empty, non-UTF-8 or binary file, one distinct character (loss 0 by construction),
+  or a train or eval split too short for one window of seq_len + 1 characters at a random offset.
+  """
+  need = f"need a UTF-8 text file with at least {seq_len + 2} characters in each of its train and eval splits"
+  try:
+    st = os.stat(path)
+  except FileNotFoundError:
+    raise registry.DataError("path", f"no such file: {path}") from None
+  except OSError as e:
+    raise registry.DataError("path", f"cannot read {path}: {e.strerror}") from None
+  if stat.S_ISDIR(st.st_mode):
+    raise registry.DataError("path", f"{path} is a directory; {need}")
+  if not stat.S_ISREG(st.st_mode):
+    raise registry.DataError("path", f"{path} is not a regular file (a FIFO, socket or device); {need}")
+  try:  # O_NONBLOCK: should a FIFO replace the file after the stat, opening it does not wait for a writer.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+  except OSError as e:
+    raise registry.DataError("path", f"cannot read {path}: {e.strerror}") from None
+  with os.fdopen(fd, "rb") as f:
+    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+      raise registry.DataError("path", f"{path} is not a regular file (a FIFO, socket or device); {need}")
+    raw = f.read(MAX_TEXT_BYTES + 1)  # Bounded even if the file grows while it is read.
+  if len(raw) > MAX_TEXT_BYTES:
+    raise registry.DataError("path", f"{path} is over {MAX_TEXT_BYTES} bytes, the most a text corpus "
+                             "may be; need a smaller file")
+  if not raw:
+    raise registry.DataError("path", f"{path} is empty; {need}")
+  try:
+    text = raw.decode("utf-8")
+  except UnicodeDecodeError as e:
+    raise registry.DataError("path", f"{path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}: "
+                             f"{e.reason}); {need}") from None
+  if "\0" in text:
+    raise registry.DataError("path", f"{path} is a binary file (it holds NUL bytes); {need}")
+  alphabet = set(text)
+  control = sum(text.count(ch) for ch in alphabet if not ch.isprintable() and ch not in _WHITESPACE)
+  if control > _MAX_CONTROL_FRACTION * len(text):
+    raise registry.DataError("path", f"{path} is a binary file ({control} of its {len(text)} characters are not "
+                             f"printable); {need}")
+  if len(alphabet) < 2:
+    raise registry.DataError("path", f"{path} has a single distinct character {text[0]!r} (a vocabulary of one "
+                             "trains to loss 0); need a text of at least 2 distinct characters")
+  train_chars = int(len(text) * (1 - eval_fraction))
+  for split, chars in (("train", train_chars), ("eval", len(text) - train_chars)):
+    if chars <= seq_len + 1:  # random_windows draws offsets in [0, chars - (seq_len + 1)): none if equal
+      where = "the first" if split == "train" else "the last"
+      share = 1 - eval_fraction if split == "train" else eval_fraction
+      raise registry.DataError("path", f"{path} has {len(text)} characters, so its {split} split ({where} "
+                               f"{share:g} of them) has {chars}: a window of seq_len + 1 = {seq_len + 1} at a "
+                               f"random offset needs at least {seq_len + 2}"
+                               + (" (a longer file or a larger eval_fraction)" if split == "eval" else ""))
+  return raw, text
+
+
 class TextFile:
 
-  def __init__(self, path: str, eval_fraction: float = 0.1):
-    raw = pathlib.Path(path).read_bytes()
-    text = raw.decode("utf-8")
+  def __init__(self, path: str, eval_fraction: float = 0.1, seq_len: int = 0):
+    raw, text = read_text(str(path), eval_fraction, seq_len)
     self.path = str(path)
     self.sha256 = hashlib.sha256(raw).hexdigest()
     self.alphabet = sorted(set(text))
     self.vocab_size = len(self.alphabet)
-    lookup = {ch: i for i, ch in enumerate(self.alphabet)}
-    tokens = np.fromiter((lookup[ch] for ch in text), dtype=np.int32, count=len(text))
+    # Ids by code point order (= the sorted alphabet), vectorised: a large corpus tokenises in seconds.
+    codepoints = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    tokens = np.searchsorted(np.array([ord(ch) for ch in self.alphabet], np.uint32), codepoints).astype(np.int32)
     split = int(len(tokens) * (1 - eval_fraction))
     self.train_tokens, self.eval_tokens = tokens[:split], tokens[split:]
 
@@ -68,16 +132,12 @@ class TextData(registry.DataSchema):
   path: str
   eval_fraction: float = pydantic.Field(0.1, gt=0, lt=1)
 
-  def _read(self) -> TextFile:
-    if not os.path.isfile(self.path):
-      raise registry.DataError("path", f"no such file: {self.path}")
-    return TextFile(self.path, self.eval_fraction)
-
   def model_inputs(self, seq_len: int) -> dict:
-    return {"vocab_size": self._read().vocab_size, "seq_len": seq_len}
+    _, text = read_text(self.path, self.eval_fraction, seq_len)  # All checks; no tokenising.
+    return {"vocab_size": len(set(text)), "seq_len": seq_len}
 
   def open(self, seq_len: int):
-    text = self._read()
+    text = TextFile(self.path, self.eval_fraction, seq_len)
     source = WindowSource(text.train_tokens, text.eval_tokens, text.vocab_size, seq_len, self.path,
                           text.describe())
     source.text = text

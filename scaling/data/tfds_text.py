@@ -16,7 +16,7 @@ import numpy as np
 def _builder_class(name: str):
   import tensorflow_datasets as tfds
 
-  class _CharText(tfds.core.GeneratorBasedBuilder):
+  class _CharText(tfds.core.GeneratorBasedBuilder, skip_registration=True):  # only its named subclass registers
     VERSION = tfds.core.Version("1.0.0")
 
     def __init__(self, *, text_path=None, chunk_chars=1024, eval_fraction=0.1, **kwargs):
