@@ -250,6 +250,7 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
   """
   wall_start = time.time()
   runtime = {**default_runtime(), **(runtime or {})}
+  previous_mesh = _previous_mesh(run_dir)  # Read before this attempt's summary replaces it.
   writer_process = distributed.is_writer()  # Only process 0 writes files other than checkpoints.
   os.makedirs(run_dir, exist_ok=True)
   if writer_process:
@@ -349,6 +350,8 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
   if latest is not None:
     state = checkpoints.restore(latest, {"params": params, "opt_state": opt_state})
     params, opt_state, start_step = state["params"], state["opt_state"], latest
+    if previous_mesh is not None and previous_mesh != static["mesh"]:  # orbax restored onto the new shardings
+      static["resumed_from_mesh"] = previous_mesh
   if writer_process:  # Steps past the checkpoint are redone; damaged lines are kept in a copy, and said.
     damaged = metrics_lib.truncate_metrics(metrics_path, start_step)
     if damaged:
@@ -481,6 +484,15 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
 
 
 _EVAL_SEED = 1 << 30  # The eval set's objective randomness (masks): fixed, whatever the trial's seed.
+
+
+def _previous_mesh(run_dir: str):
+  """The mesh the last attempt of this trial ran on (from its summary), or None."""
+  try:
+    mesh = metrics_lib.read_json(os.path.join(run_dir, "summary.json")).get("mesh")
+  except (OSError, ValueError, AttributeError):
+    return None
+  return mesh if isinstance(mesh, dict) else None
 
 
 def _memory_per_device(compiled):

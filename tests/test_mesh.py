@@ -58,3 +58,19 @@ def test_mesh_shapes():
     mesh_lib.mesh_shape({"data": 4, "fsdp": 4, "tensor": 1}, 8)
   with pytest.raises(mesh_lib.MeshError, match="not divisible"):
     mesh_lib.mesh_shape({"data": -1, "fsdp": 3, "tensor": 1}, 8)
+
+
+def test_a_trial_checkpointed_on_8_devices_resumes_on_4_and_on_1():
+  script = os.path.join(ROOT, "tests", "mesh_resume.py")
+  result = subprocess.run([sys.executable, script], cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  runs = json.loads(result.stdout.strip().splitlines()[-1])
+  full = np.array(runs["full"])
+  assert len(full) == 20
+  for name, devices in (("to4", 4), ("to1", 1)):
+    resumed = runs[name]
+    assert resumed["status"] == "done" and resumed["resumed_from_step"] == 10
+    assert resumed["from"] == {"data": 4, "fsdp": 2, "tensor": 1}
+    assert resumed["mesh"] == {"data": devices, "fsdp": 1, "tensor": 1}
+    assert len(resumed["losses"]) == 20  # each step logged once
+    np.testing.assert_allclose(resumed["losses"], full, rtol=2e-5, atol=2e-5, err_msg=name)
