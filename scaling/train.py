@@ -531,6 +531,6 @@ def _divergence(rows, earlier_losses, max_spike):
 def _progress_bar(enabled, total, initial, config):
   if not enabled:
     return None
-  from tqdm import tqdm
+  from scaling import progress
   label = f"{config['model']['family']} size={config['model']['size']}"
-  return tqdm(total=total, initial=initial, desc=label, unit="step", leave=False, dynamic_ncols=True)
+  return progress.bar(total, initial, label, unit="step", leave=False)

@@ -129,9 +129,9 @@ def run(sweep, out: str, progress: bool = True, retries: int | None = None, retr
   progress = progress and writer
   bar = None
   if progress:
-    from tqdm import tqdm
-    bar = tqdm(total=len(sweep.trials), initial=len(sweep.trials) - len(todo), desc=f"sweep {sweep.name}",
-               unit="trial", position=0, dynamic_ncols=True)
+    from scaling import progress as progress_lib
+    bar = progress_lib.bar(len(sweep.trials), len(sweep.trials) - len(todo), f"sweep {sweep.name}", unit="trial",
+                           position=0)
     log = bar.write
   # Every process walks the same list; other processes follow process 0's decision for each trial.
   for trial in sweep.trials:
