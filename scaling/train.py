@@ -91,9 +91,14 @@ def make_optimizer(opt_cfg: dict, steps: int):
   return adamw, schedule
 
 
-def step_rng(seed: int, step):
-  """The objective's randomness at `step` (masks, noise): a pure function of (seed, step), so resume is exact."""
-  return jax.random.fold_in(jax.random.key(seed % 2**32), step)
+def example_keys(seed: int, step, batch_size: int):
+  """One PRNG key per example of the batch of `step`: the objective's randomness (masks, noise).
+
+  A pure function of (seed, step, row), so resume is exact, and splitting the batch into
+  microbatches or over devices does not change any example's draw.
+  """
+  step_key = jax.random.fold_in(jax.random.key(seed % 2**32), step)
+  return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(step_key, jnp.arange(batch_size))
 
 
 def params_sha256(params) -> str:
@@ -169,37 +174,37 @@ def default_runtime() -> dict:
 
 
 def make_train_step(graphdef, objective, objective_options, optimizer, schedule, train_cfg, seed):
-  """The pure step (params, opt_state, batch, step) -> (params, opt_state, metrics) for any objective."""
+  """The pure step (params, opt_state, batch, step) -> (params, opt_state, metrics) for any objective,
+  and the eval function (params, batch, eval batch index) -> (loss, metrics)."""
   compute_dtype = jnp.dtype(train_cfg["compute_dtype"])
   microbatches = train_cfg["microbatches"]
 
-  def loss_fn(params, batch, rng):
+  def loss_fn(params, batch, keys):
     if compute_dtype != jnp.float32:  # Mixed precision: float32 master weights, low-precision math.
       params = jax.tree.map(lambda p: p.astype(compute_dtype), params)
-    return objective.loss(nnx.merge(graphdef, params), batch, rng, objective_options)
+    return objective.loss(nnx.merge(graphdef, params), batch, keys, objective_options)
 
-  def loss_and_grads(params, batch, rng):
+  def loss_and_grads(params, batch, keys):
     if microbatches == 1:
-      return jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
-    # Gradient accumulation: scan over microbatches, sum in float32, average.
-    micro = jax.tree.map(lambda x: x.reshape(microbatches, x.shape[0] // microbatches, *x.shape[1:]), batch)
+      return jax.value_and_grad(loss_fn, has_aux=True)(params, batch, keys)
+    # Gradient accumulation: scan over microbatches (each with its rows' keys), sum in float32, average.
+    micro = jax.tree.map(lambda x: x.reshape(microbatches, x.shape[0] // microbatches, *x.shape[1:]),
+                         (batch, keys))
 
-    def accumulate(carry, inputs):
-      index, microbatch = inputs
-      (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, microbatch,
-                                                                          jax.random.fold_in(rng, index))
+    def accumulate(carry, microbatch):
+      (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, *microbatch)
       return jax.tree.map(jnp.add, carry, (loss, metrics, grads)), None
 
     zeros = jax.tree.map(jnp.zeros_like, params)
     metric_zeros = jax.tree.map(lambda m: jnp.zeros((), jnp.float32), jax.eval_shape(
-        loss_fn, params, jax.tree.map(lambda x: x[0], micro), rng)[1])
-    (loss, metrics, grads), _ = jax.lax.scan(accumulate, (jnp.zeros((), jnp.float32), metric_zeros, zeros),
-                                             (jnp.arange(microbatches), micro))
+        loss_fn, params, *jax.tree.map(lambda x: x[0], micro))[1])
+    (loss, metrics, grads), _ = jax.lax.scan(accumulate, (jnp.zeros((), jnp.float32), metric_zeros, zeros), micro)
     return (loss / microbatches, jax.tree.map(lambda m: m / microbatches, metrics)), jax.tree.map(
         lambda g: g / microbatches, grads)
 
   def train_step(params, opt_state, batch, step):
-    (loss, metrics), grads = loss_and_grads(params, batch, step_rng(seed, step))
+    batch_size = jax.tree.leaves(batch)[0].shape[0]
+    (loss, metrics), grads = loss_and_grads(params, batch, example_keys(seed, step, batch_size))
     if train_cfg["inject_nan_at_step"] is not None:  # Fault injection for tests of divergence handling.
       poison = jnp.where(step + 1 == train_cfg["inject_nan_at_step"], jnp.nan, 1.0)
       loss, grads = loss * poison, jax.tree.map(lambda g: g * poison, grads)
@@ -207,7 +212,11 @@ def make_train_step(graphdef, objective, objective_options, optimizer, schedule,
     params = optax.apply_updates(params, updates)
     return params, opt_state, {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(step), **metrics}
 
-  return train_step, loss_fn
+  def eval_fn(params, batch, index):
+    """The objective on eval batch `index`, with the same draws (masks) at every evaluation."""
+    return loss_fn(params, batch, example_keys(_EVAL_SEED, index, jax.tree.leaves(batch)[0].shape[0]))
+
+  return train_step, eval_fn
 
 
 class Placement:
@@ -304,7 +313,7 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
   placement = Placement(mesh, s.data.shapes())
   batch_sharding = placement.sharding
 
-  train_step, loss_fn = make_train_step(graphdef, s.objective, objective_options, optimizer, schedule, train_cfg,
+  train_step, eval_fn = make_train_step(graphdef, s.objective, objective_options, optimizer, schedule, train_cfg,
                                         config["seed"])
   on_cpu = jax.devices()[0].platform == "cpu"
   train_step = jax.jit(train_step, in_shardings=(param_sharding, opt_sharding, batch_sharding, replicated),
@@ -326,13 +335,12 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
   write_summary({"status": "running", **static})
 
   # ---- Evaluation: the objective on the fixed held-out set, then the evaluators ----
-  eval_step = jax.jit(loss_fn, in_shardings=(param_sharding, batch_sharding, replicated),
+  eval_step = jax.jit(eval_fn, in_shardings=(param_sharding, batch_sharding, replicated),
                       out_shardings=replicated)
   eval_batches = [placement.place_batch(batch) for batch in eval_sets]
-  eval_rngs = [step_rng(_EVAL_SEED, i) for i in range(len(eval_batches))]  # Same masks at every eval.
 
   def evaluate(params) -> dict:
-    outputs = [eval_step(params, batch, rng) for batch, rng in zip(eval_batches, eval_rngs)]
+    outputs = [eval_step(params, batch, np.int32(i)) for i, batch in enumerate(eval_batches)]
     row = {"eval_loss": float(np.mean([loss for loss, _ in outputs]))}
     for name in outputs[0][1]:
       row[f"eval_{name}"] = float(np.mean([metrics[name] for _, metrics in outputs]))

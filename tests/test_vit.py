@@ -77,12 +77,13 @@ def test_next_patch_attention_is_causal_and_classify_is_not():
     assert np.allclose(before[:, :-1], after[:, :-1], atol=1e-5) == causal, objective
 
 
-def test_masks_hide_exactly_the_ratio_and_depend_on_the_rng():
-  rng = jax.random.key(0)
-  mask = masked_patches.random_mask(rng, 8, 16, 0.6)
-  assert mask.shape == (8, 16) and (np.asarray(mask).sum(1) == round(0.6 * 16)).all()
-  assert (np.asarray(masked_patches.random_mask(rng, 8, 16, 0.6)) == np.asarray(mask)).all()
-  assert (np.asarray(masked_patches.random_mask(jax.random.key(1), 8, 16, 0.6)) != np.asarray(mask)).any()
+def test_masks_hide_exactly_the_ratio_and_depend_only_on_each_rows_key():
+  keys = jax.random.split(jax.random.key(0), 8)
+  mask = np.asarray(masked_patches.random_mask(keys, 16, 0.6))
+  assert mask.shape == (8, 16) and (mask.sum(1) == round(0.6 * 16)).all()
+  assert (np.asarray(masked_patches.random_mask(keys, 16, 0.6)) == mask).all()
+  assert (np.asarray(masked_patches.random_mask(jax.random.split(jax.random.key(1), 8), 16, 0.6)) != mask).any()
+  assert (np.asarray(masked_patches.random_mask(keys[4:], 16, 0.6)) == mask[4:]).all()  # a microbatch: same rows
 
 
 def test_normalised_pixel_targets():
@@ -100,7 +101,7 @@ def test_objective_losses_are_finite_with_their_metrics():
     objective = objectives.get(name)
     _, _, model = vit(name)
     options = {"mask_ratio": 0.5} if name == "masked_patches" else {}
-    loss, metrics = objective.loss(model, batch, jax.random.key(0), options)
+    loss, metrics = objective.loss(model, batch, jax.random.split(jax.random.key(0), 4), options)
     assert np.isfinite(float(loss)), name
     assert set(metrics) == ({"error"} if name == "classify" else set())
   assert objectives.get("classify").kind == "discriminative" and objectives.get("next_patch").kind == "generative"
@@ -115,3 +116,22 @@ def test_linear_probe_separates_separable_features_and_not_noise():
   assert good["probe_error"] < 0.05
   noise = linear_probe.probe(rng.normal(size=(800, 8)), labels[:800], rng.normal(size=(200, 8)), labels[800:], 4)
   assert noise["probe_error"] > 0.6  # chance is 0.75
+
+
+def test_microbatches_give_the_full_batch_masked_patch_losses(tmp_path):
+  from scaling import train as train_lib
+  from sweeps.spec import TrialSpec
+  config = TrialSpec.model_validate({
+      "model": {"family": "vit", "size": 1, "options": {"aspect_ratio": 16, "head_dim": 8, "patch_size": 4}},
+      "data": {"kind": "shapes", "image_size": 8},
+      "train": {"objective": "masked_patches", "batch_size": 16, "horizon": {"examples": 16 * 8}, "eval_every": 8,
+                "eval_batches": 1, "evaluators": []},
+  }).model_dump(mode="json")
+  losses = {}
+  for microbatches in (1, 4):
+    config["train"]["microbatches"] = microbatches
+    run_dir = str(tmp_path / str(microbatches))
+    train_lib.train(config, run_dir, progress=False, runtime={"flush_every": 1, "tensorboard": False})
+    from scaling import metrics as metrics_lib
+    losses[microbatches] = [r["loss"] for r in metrics_lib.read_metrics(f"{run_dir}/metrics.jsonl") if "loss" in r]
+  np.testing.assert_allclose(losses[4], losses[1], rtol=1e-5)

@@ -1,9 +1,11 @@
 """Training objectives by name (`train.objective`). Adding one is adding a file that calls `register`.
 
-An objective maps (model, batch, rng, options) to (loss, metrics): a scalar loss
+An objective maps (model, batch, keys, options) to (loss, metrics): a scalar loss
 to minimise and a dict of scalar metrics logged beside it (train rows, and with
-an `eval_` prefix on the held-out set). `rng` is derived from (seed, step) by the
-loop, so random masking is a pure function of the step and resume stays exact.
+an `eval_` prefix on the held-out set). `keys` holds one PRNG key per example
+[B], derived from (seed, step, row) by the loop, so random masking is a pure
+function of the step (resume stays exact) and of the row (microbatches and
+devices see the same draws as the whole batch).
 """
 import dataclasses
 import importlib
@@ -23,7 +25,7 @@ class NoOptions(pydantic.BaseModel):
 @dataclasses.dataclass(frozen=True)
 class Objective:
   name: str
-  loss: Callable  # (model, batch, rng, options: dict) -> (scalar loss, {metric: scalar})
+  loss: Callable  # (model, batch, keys [B], options: dict) -> (scalar loss, {metric: scalar})
   kind: str  # "generative" (models its input) or "discriminative" (predicts a label)
   loss_unit: str  # what one unit of the loss is, for the summary and the report
   needs: tuple  # model inputs the data must give (scaling/data/registry.py), e.g. ("image_shape", "num_classes")

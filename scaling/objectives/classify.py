@@ -5,7 +5,7 @@ import optax
 from scaling import objectives
 
 
-def classify_loss(model, batch, rng, options):
+def classify_loss(model, batch, keys, options):
   logits = model(batch["image"])  # [B, num_classes]
   labels = batch["label"]
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()

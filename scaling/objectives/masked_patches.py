@@ -16,17 +16,17 @@ class MaskedPatchesOptions(objectives.NoOptions):
   mask_ratio: float = pydantic.Field(0.6, gt=0, lt=1)  # fraction of patches hidden per image
 
 
-def random_mask(rng, batch: int, n_patches: int, ratio: float):
-  """bool [batch, n_patches], exactly round(ratio * n_patches) (at least 1) True per row, uniformly placed."""
+def random_mask(keys, n_patches: int, ratio: float):
+  """bool [B, n_patches] from one key per row: exactly round(ratio * n_patches) (at least 1) True, uniformly placed."""
   n_masked = max(1, round(ratio * n_patches))
-  ranks = jnp.argsort(jax.random.uniform(rng, (batch, n_patches)), axis=-1).argsort(axis=-1)
-  return ranks < n_masked
+  noise = jax.vmap(lambda key: jax.random.uniform(key, (n_patches,)))(keys)
+  return jnp.argsort(jnp.argsort(noise, axis=-1), axis=-1) < n_masked
 
 
-def masked_patches_loss(model, batch, rng, options):
+def masked_patches_loss(model, batch, keys, options):
   images = batch["image"]
   patches = model.patchify(images)  # [B, T, patch_dim] in [0, 1]
-  mask = random_mask(rng, patches.shape[0], patches.shape[1], options["mask_ratio"])
+  mask = random_mask(keys, patches.shape[1], options["mask_ratio"])
   predicted = model.predict_pixels(model.encode(images, mask=mask))
   error = pixels.squared_error(predicted, pixels.normalised_patches(patches))
   return jnp.sum(error * mask) / jnp.sum(mask), {}

@@ -9,7 +9,7 @@ from scaling import objectives
 from scaling.objectives import pixels
 
 
-def next_patch_loss(model, batch, rng, options):
+def next_patch_loss(model, batch, keys, options):
   images = batch["image"]
   patches = model.patchify(images)
   predicted = model.predict_pixels(model.encode(images))  # the family builds causal attention for this objective
