@@ -1,10 +1,10 @@
 """Model families by name. Adding a family is adding a file that calls `register`."""
 import dataclasses
-import importlib
 from typing import Callable
 
-_FAMILIES: dict = {}
-_BUILTIN = ("models.gpt", "models.vit")  # Modules imported lazily so `import models` stays cheap.
+from scaling.lazy_registry import Registry
+
+_FAMILIES = Registry("model family", ("models.gpt", "models.vit"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,18 +22,12 @@ class Family:
 
 
 def register(name, **fields):
-  _FAMILIES[name] = Family(name=name, **fields)
+  _FAMILIES.add(name, Family(name=name, **fields))
 
 
 def get(name) -> Family:
-  for module in _BUILTIN:
-    importlib.import_module(module)
-  if name not in _FAMILIES:
-    raise KeyError(f"unknown model family {name!r}; known: {sorted(_FAMILIES)}")
-  return _FAMILIES[name]
+  return _FAMILIES.get(name)
 
 
 def names() -> list:
-  for module in _BUILTIN:
-    importlib.import_module(module)
-  return sorted(_FAMILIES)
+  return sorted(_FAMILIES.entries())

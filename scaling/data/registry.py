@@ -22,15 +22,14 @@ A Source draws batches as dicts of numpy arrays with a leading batch dimension:
                        the eval set is then drawn from a stream disjoint from training
   source.entropy_floor, source.eval_set_floor(batches)   Bayes-optimal loss, where known (else None)
 """
-import importlib
 from typing import ClassVar
 
 import pydantic
 
-_KINDS: dict = {}
-# Imported lazily so `import scaling.data.registry` stays cheap; each registers its kind.
-_BUILTIN = ("scaling.data.markov", "scaling.data.text", "scaling.data.tfds_source", "scaling.data.idx",
-            "scaling.data.tfds_images", "scaling.data.shapes")
+from scaling.lazy_registry import Registry
+
+_KINDS = Registry("data kind", ("scaling.data.markov", "scaling.data.text", "scaling.data.tfds_source",
+                                "scaling.data.idx", "scaling.data.tfds_images", "scaling.data.shapes"))
 
 
 class DataError(ValueError):
@@ -66,25 +65,22 @@ class Source:
 
 def register(schema: type) -> type:
   """Class decorator for a kind's schema."""
-  kind = schema.model_fields["kind"].annotation.__args__[0]
-  _KINDS[kind] = schema
+  _KINDS.add(schema.model_fields["kind"].annotation.__args__[0], schema)
   return schema
 
 
 def schemas() -> tuple:
-  for module in _BUILTIN:
-    importlib.import_module(module)
-  return tuple(_KINDS.values())
+  return tuple(_KINDS.entries().values())
 
 
 def kinds() -> tuple:
-  schemas()
-  return tuple(_KINDS)
+  return tuple(_KINDS.entries())
 
 
 def parse(data_cfg: dict) -> DataSchema:
   """The schema object of a resolved data config (a dict from config.json)."""
-  schemas()
-  if data_cfg.get("kind") not in _KINDS:
-    raise DataError("kind", f"unknown data kind {data_cfg.get('kind')!r}; known: {sorted(_KINDS)}")
-  return _KINDS[data_cfg["kind"]].model_validate(data_cfg, strict=False)
+  try:
+    schema = _KINDS.get(data_cfg.get("kind"))
+  except KeyError as e:
+    raise DataError("kind", str(e.args[0])) from None
+  return schema.model_validate(data_cfg, strict=False)

@@ -6,11 +6,11 @@ metrics, logged in the eval rows of metrics.jsonl and as `final_<metric>` in the
 summary. Adding one is adding a file that calls `register`.
 """
 import dataclasses
-import importlib
 from typing import Callable
 
-_EVALUATORS: dict = {}
-_BUILTIN = ("scaling.evaluators.linear_probe",)
+from scaling.lazy_registry import Registry
+
+_EVALUATORS = Registry("evaluator", ("scaling.evaluators.linear_probe",))
 
 
 @dataclasses.dataclass
@@ -33,21 +33,11 @@ class Spec:
 
 
 def register(name: str, build: Callable, needs: tuple = ()) -> None:
-  _EVALUATORS[name] = Spec(name, build, needs)
+  _EVALUATORS.add(name, Spec(name, build, needs))
 
 
 def get(name: str) -> Spec:
-  for module in _BUILTIN:
-    importlib.import_module(module)
-  if name not in _EVALUATORS:
-    raise KeyError(f"unknown evaluator {name!r}; known: {sorted(_EVALUATORS)}")
-  return _EVALUATORS[name]
-
-
-def names() -> list:
-  for module in _BUILTIN:
-    importlib.import_module(module)
-  return sorted(_EVALUATORS)
+  return _EVALUATORS.get(name)
 
 
 def build_all(context: Context) -> list:

@@ -8,14 +8,14 @@ function of the step (resume stays exact) and of the row (microbatches and
 devices see the same draws as the whole batch).
 """
 import dataclasses
-import importlib
 from typing import Callable
 
 import pydantic
 
-_OBJECTIVES: dict = {}
-_BUILTIN = ("scaling.objectives.next_token", "scaling.objectives.classify", "scaling.objectives.masked_patches",
-            "scaling.objectives.next_patch")
+from scaling.lazy_registry import Registry
+
+_OBJECTIVES = Registry("objective", ("scaling.objectives.next_token", "scaling.objectives.classify",
+                                     "scaling.objectives.masked_patches", "scaling.objectives.next_patch"))
 
 
 class NoOptions(pydantic.BaseModel):
@@ -34,21 +34,8 @@ class Objective:
 
 
 def register(name: str, **fields) -> None:
-  _OBJECTIVES[name] = Objective(name=name, **fields)
-
-
-def _load():
-  for module in _BUILTIN:
-    importlib.import_module(module)
+  _OBJECTIVES.add(name, Objective(name=name, **fields))
 
 
 def get(name: str) -> Objective:
-  _load()
-  if name not in _OBJECTIVES:
-    raise KeyError(f"unknown objective {name!r}; known: {sorted(_OBJECTIVES)}")
-  return _OBJECTIVES[name]
-
-
-def names() -> list:
-  _load()
-  return sorted(_OBJECTIVES)
+  return _OBJECTIVES.get(name)
