@@ -111,3 +111,14 @@ def agree(flag: bool) -> bool:
   import numpy as np
   from jax.experimental import multihost_utils
   return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
+
+
+def to_host(array):
+  """The whole array as numpy on this host; one sharded across hosts is gathered (a collective: every
+  process must call it)."""
+  import jax
+  import numpy as np
+  if isinstance(array, jax.Array) and not array.is_fully_addressable:
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+  return np.asarray(jax.device_get(array))

@@ -106,18 +106,10 @@ def params_sha256(params) -> str:
   digest = hashlib.sha256()
   leaves = jax.tree_util.tree_flatten_with_path(params)[0]
   for path, leaf in sorted(leaves, key=lambda item: jax.tree_util.keystr(item[0])):
-    array = np.ascontiguousarray(_to_host(leaf))
+    array = np.ascontiguousarray(distributed.to_host(leaf))
     digest.update(f"{jax.tree_util.keystr(path)}|{array.dtype}|{array.shape}".encode())
     digest.update(array.tobytes())
   return digest.hexdigest()
-
-
-def _to_host(leaf) -> np.ndarray:
-  """The whole array on this host; one sharded across hosts is gathered (a collective: every process calls it)."""
-  if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
-    from jax.experimental import multihost_utils
-    return multihost_utils.process_allgather(leaf, tiled=True)
-  return jax.device_get(leaf)
 
 
 class _Preemption:
@@ -386,14 +378,15 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
     return {"step": step, "examples": step * s.examples_per_step, "tokens": step * s.tokens_per_step}
 
   def flush():
+    """Writes the pending rows; returns them and why they show divergence (None if they do not)."""
     nonlocal pending
-    rows = jax.device_get(pending)
+    rows, earlier = jax.device_get(pending), recent_losses[-20:]  # all _divergence reads of the history
     pending = []
     for row in rows:
       row.update({k: float(v) for k, v in row.pop("device").items()})
       recent_losses.append(row["loss"])
     writer.write(rows)
-    return rows
+    return rows, _divergence(rows, earlier, train_cfg["max_loss_spike"])
 
   def eval_row(step, final=False):
     row = {**progress_so_far(step), **evaluate(params)}
@@ -421,8 +414,7 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
         compile_seconds = steady_start - compile_start
       checkpoint_step = bool(runtime["checkpoint_every"]) and step % runtime["checkpoint_every"] == 0
       if len(pending) >= runtime["flush_every"] or is_last or step % train_cfg["eval_every"] == 0 or checkpoint_step:
-        rows = flush()
-        reason = _divergence(rows, recent_losses[:-len(rows)], train_cfg["max_loss_spike"])
+        rows, reason = flush()
         if reason:
           status = "diverged"
           break
@@ -441,8 +433,7 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
         side_seconds += time.time() - side_start
       if preemption.at(step) and not is_last:
         if pending:  # The unflushed steps are checked like any others: a NaN is never checkpointed.
-          rows = flush()
-          reason = _divergence(rows, recent_losses[:-len(rows)], train_cfg["max_loss_spike"])
+          _, reason = flush()
           if reason:
             status = "diverged"
             break

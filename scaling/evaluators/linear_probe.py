@@ -15,7 +15,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from scaling import evaluators
+from scaling import distributed, evaluators
 
 L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 ITERATIONS = 100
@@ -65,13 +65,6 @@ def probe(x_train, y_train, x_eval, y_eval, num_classes: int) -> dict:
   return {"probe_error": float(error), "probe_loss": float(loss), "probe_l2": float(l2)}
 
 
-def _host(array) -> np.ndarray:
-  if isinstance(array, jax.Array) and not array.is_fully_addressable:
-    from jax.experimental import multihost_utils
-    return multihost_utils.process_allgather(array, tiled=True)
-  return np.asarray(jax.device_get(array))
-
-
 class LinearProbe:
 
   def __init__(self, context: evaluators.Context):
@@ -94,7 +87,7 @@ class LinearProbe:
     return bool(self.every) and step % self.every == 0
 
   def run(self, params) -> dict:
-    features = lambda batches: np.concatenate([_host(self.features(params, b)) for b in batches])
+    features = lambda batches: np.concatenate([distributed.to_host(self.features(params, b)) for b in batches])
     return probe(features(self.train_batches), self.y_train, features(self.eval_batches), self.y_eval,
                  self.num_classes)
 
