@@ -37,12 +37,17 @@ DOWNSTREAM = {
     "discriminative": ("final_eval_error", "test classification error"),
     "generative": ("final_probe_error", "linear-probe test error"),
 }
-EVAL_EXAMPLES = ("eval_examples", "n_eval_examples")  # columns that may hold n_eval
+EVAL_EXAMPLES = "eval_examples"  # the summary's count of evaluated examples: n_eval
 LAWS = (laws.POWER, laws.SATURATING)
 SYMBOL = {"params_non_embedding": "N", "params_total": "N", "flops": "C", "flops_6n": "C"}
 
 
 # Grouping ------------------------------------------------------------------------
+
+def has_values(rows: pd.DataFrame, column: str) -> bool:
+  """True if `column` exists and holds at least one number."""
+  return column in rows and pd.to_numeric(rows[column], errors="coerce").notna().any()
+
 
 def labels(trials: pd.DataFrame) -> pd.Series:
   """Each trial's objective; None throughout when the column is absent (one group)."""
@@ -63,7 +68,7 @@ def kind_of(rows: pd.DataFrame):
   if "objective_kind" in rows and rows.objective_kind.notna().any():
     return str(rows.objective_kind.dropna().iloc[0])
   for kind, (column, _) in DOWNSTREAM.items():
-    if column in rows and pd.to_numeric(rows[column], errors="coerce").notna().any():
+    if has_values(rows, column):
       return kind
   return None
 
@@ -80,19 +85,13 @@ def applies(trials: pd.DataFrame) -> bool:
   named = [g for g in groups(trials) if g is not None]
   if len(named) > 1:
     return True
-  return any(c in trials and pd.to_numeric(trials[c], errors="coerce").notna().any()
-             for c, _ in DOWNSTREAM.values())
+  return any(has_values(trials, c) for c, _ in DOWNSTREAM.values())
 
 
 # Fitting -------------------------------------------------------------------------
 
 def _n_eval(rows):
-  for column in EVAL_EXAMPLES:
-    if column in rows:
-      values = pd.to_numeric(rows[column], errors="coerce")
-      if values.notna().any():
-        return values
-  return None
+  return pd.to_numeric(rows[EVAL_EXAMPLES], errors="coerce") if has_values(rows, EVAL_EXAMPLES) else None
 
 
 def curve_points(rows, y_column, x_column):

@@ -164,7 +164,7 @@ def analyze(directory, params_column="params_non_embedding", compute_column="flo
     }
   summary["curve_flags"] = ({r.trial_id: {"status": r.status, "message": r.message} for r in forecasts.itertuples()}
                             if forecasts is not None else {})
-  if len(done) and objectives_lib.applies(done):
+  if objectives_lib.applies(done):
     summary["objectives"], curves = objectives_lib.analyze(done, params_column, compute_column, bootstrap)
     for column, name in ((params_column, "objectives_vs_params.png"), (compute_column, "objectives_vs_compute.png")):
       plots.objectives_vs(os.path.join(out_dir, name), curves, summary["objectives"], column)
@@ -185,7 +185,7 @@ def _group_lines(group, params_column, level="##") -> list:
   """Trials table, fitted laws, floors and backtest of one objective's trials."""
   rows, fits, fit_errors, bt = group["rows"], group["fits"], group["fit_errors"], group["backtest"]
   downstream = [(c, label) for c, label in (("final_eval_error", "test error"), ("final_probe_error", "probe error"))
-                if c in rows and pd.to_numeric(rows[c], errors="coerce").notna().any()]
+                if objectives_lib.has_values(rows, c)]
   lines = [f"{level} Trials", "",
            "| trial | size | non-embedding params | total params | tokens | FLOPs | final eval loss | "
            + "".join(f"{label} | " for _, label in downstream) + "tokens/s | wall s |",
