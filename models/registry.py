@@ -20,6 +20,11 @@ class Family:
   inputs: tuple
   objectives: tuple  # objectives the family's models support; the first is the default
 
+  def ladder_inputs(self, data_inputs: dict, objective: str) -> dict:
+    """The keyword inputs of the ladder that come from the data and the objective, not from options."""
+    given = {**data_inputs, "objective": objective}
+    return {name: given[name] for name in self.inputs if name in given}
+
 
 def register(name, **fields):
   _FAMILIES.add(name, Family(name=name, **fields))

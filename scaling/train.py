@@ -49,12 +49,11 @@ class Setup:
 
 
 def setup(config: dict) -> Setup:
-  from sweeps.spec import ladder_inputs
   model_cfg, train_cfg = config["model"], config["train"]
   data = Batches(config["data"], train_cfg["seq_len"], train_cfg["batch_size"], config["seed"])
   family = registry.get(model_cfg["family"])
   objective = objectives.get(train_cfg["objective"]["name"])
-  arch = family.ladder(model_cfg["size"], **ladder_inputs(family, data.model_inputs, objective.name),
+  arch = family.ladder(model_cfg["size"], **family.ladder_inputs(data.model_inputs, objective.name),
                        **model_cfg["options"])
   model = family.build(arch, config["seed"])
   counts = counting.count_params(model, family.embedding_leaves)

@@ -12,7 +12,7 @@ from typing import Annotated, Literal, Optional, Union
 import pydantic
 import yaml
 
-from scaling import objectives
+from scaling import evaluators, objectives
 from scaling.data import registry as data_registry
 
 MAX_TRIALS = 10_000  # A grid beyond this is a typo, not a sweep.
@@ -331,7 +331,6 @@ def check_trial(path, lines, trial: TrialSpec) -> None:
     raise error_at(path, lines, ("data", "kind"), f"objective {objective.name!r} needs data that gives {missing} "
                    f"(data kind {trial.data.kind!r} gives {sorted(data_inputs)})")
   for name in trial.train.evaluators or ():
-    from scaling import evaluators
     try:
       missing = [k for k in evaluators.get(name).needs if k not in data_inputs]
     except KeyError as e:
@@ -339,12 +338,6 @@ def check_trial(path, lines, trial: TrialSpec) -> None:
     if missing:
       raise error_at(path, lines, ("train", "evaluators"), f"evaluator {name!r} needs data that gives {missing}")
   try:  # The ladder's own checks (e.g. width divisible by head_dim), before anything runs.
-    family.ladder(model.size, **ladder_inputs(family, data_inputs, objective.name), **model.options)
+    family.ladder(model.size, **family.ladder_inputs(data_inputs, objective.name), **model.options)
   except ValueError as e:
     raise error_at(path, lines, ("model", "options"), str(e)) from None
-
-
-def ladder_inputs(family, data_inputs: dict, objective: str) -> dict:
-  """The keyword inputs of a family's ladder that come from the data and the objective, not from options."""
-  given = {**data_inputs, "objective": objective}
-  return {name: given[name] for name in family.inputs if name in given}
