@@ -18,6 +18,7 @@ from analysis import fit as fit_lib
 from analysis import fit_plots, laws, plots
 from analysis import forecast as forecast_lib
 from analysis import objectives as objectives_lib
+from analysis import time_spent
 from analysis.load import LoadError, load_sweep
 from scaling import metrics as metrics_lib
 
@@ -162,6 +163,9 @@ def analyze(directory, params_column="params_non_embedding", compute_column="flo
         "fits": {n: _fits_json(g) for n, g in fitted.items()},
         "backtest": {n: g["backtest"] for n, g in fitted.items()},
     }
+  spent = time_spent.table(trials)
+  spent.to_csv(os.path.join(out_dir, "goodput.csv"), index=False)
+  summary["goodput"] = time_spent.sweep_totals(spent)
   summary["curve_flags"] = ({r.trial_id: {"status": r.status, "message": r.message} for r in forecasts.itertuples()}
                             if forecasts is not None else {})
   if objectives_lib.applies(done):
@@ -170,7 +174,7 @@ def analyze(directory, params_column="params_non_embedding", compute_column="flo
       plots.objectives_vs(os.path.join(out_dir, name), curves, summary["objectives"], column)
   metrics_lib.write_json_atomic(os.path.join(out_dir, "fits.json"), summary)
   with open(os.path.join(out_dir, "report.md"), "w") as f:
-    f.write(_markdown(summary, done, excluded, fitted, params_column))
+    f.write(_markdown(summary, done, excluded, fitted, params_column, spent))
   summary["report"] = os.path.join(out_dir, "report.md")
   return summary
 
@@ -221,7 +225,7 @@ def _group_lines(group, params_column, level="##") -> list:
   return lines
 
 
-def _markdown(summary, done, excluded, fitted, params_column) -> str:
+def _markdown(summary, done, excluded, fitted, params_column, spent) -> str:
   lines = [f"# Sweep `{summary['sweep']}`", "",
            f"{summary['n_done']} of {summary['n_trials']} trials finished and are fitted.", ""]
   if len(excluded):
@@ -249,8 +253,10 @@ def _markdown(summary, done, excluded, fitted, params_column) -> str:
     lines += ["", "## Learning curves: forecast from the first half, checked against the second", "",
               "| trial | flag | why |", "|---|---|---|"]
     lines += [f"| `{t}` | {f['status']} | {f['message']} |" for t, f in summary["curve_flags"].items()]
+  if summary["goodput"]:
+    lines += [""] + time_spent.markdown(spent, summary["goodput"])
   lines += ["", "## Files", "", "- `trials.csv`, `steps.csv`: every plotted number, one row per trial / per step",
-            "- `fits.json`: the fits, backtest and curve flags above; `curve_forecasts.csv`",
+            "- `fits.json`: the fits, backtest, curve flags and goodput above; `curve_forecasts.csv`, `goodput.csv`",
             "- " + ", ".join(files) + ", `curve_forecasts.png`", ""]
   return "\n".join(lines)
 

@@ -30,6 +30,7 @@ from scaling import evaluators as evaluators_lib
 from scaling import mesh as mesh_lib
 from scaling import metrics as metrics_lib
 from scaling import objectives
+from scaling import timeline as timeline_lib
 from scaling.data import Batches
 
 
@@ -151,6 +152,19 @@ class _Preemption:
       signal.signal(sig, handler)
 
 
+class _Timed:
+  """`with _Timed(timeline, category):` adds the block's wall time to that category."""
+
+  def __init__(self, timeline, category):
+    self.timeline, self.category = timeline, category
+
+  def __enter__(self):
+    self.start = time.time()
+
+  def __exit__(self, *exc):
+    self.timeline.add(self.category, time.time() - self.start)
+
+
 class Interrupted(Exception):
   """Raised after a preemption checkpoint is saved; the run resumes on the next launch."""
 
@@ -201,6 +215,8 @@ def make_train_step(graphdef, objective, objective_options, optimizer, schedule,
       loss, grads = loss * poison, jax.tree.map(lambda g: g * poison, grads)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
+    if train_cfg["inject_corruption_at_step"] is not None:  # Fault injection for tests of live health.
+      params = _corrupt(params, step + 1 == train_cfg["inject_corruption_at_step"], seed)
     return params, opt_state, {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(step), **metrics}
 
   def eval_fn(params, batch, index):
@@ -208,6 +224,15 @@ def make_train_step(graphdef, objective, objective_options, optimizer, schedule,
     return loss_fn(params, batch, example_keys(_EVAL_SEED, index, jax.tree.leaves(batch)[0].shape[0]))
 
   return train_step, eval_fn
+
+
+def _corrupt(params, hit, seed):
+  """params plus, where `hit`, Gaussian noise as large as each leaf's spread: a silent data corruption."""
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.fold_in(jax.random.key(seed % 2**32), _EVAL_SEED + 1), len(leaves))
+  noisy = [p + jnp.where(hit, jnp.std(p) + 1e-3, 0.0) * jax.random.normal(k, p.shape, p.dtype)
+           for p, k in zip(leaves, keys)]
+  return jax.tree.unflatten(treedef, noisy)
 
 
 class Placement:
@@ -248,11 +273,29 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
   checkpoint cadence. It is not part of the trial id, so the same trial runs
   on a laptop or a pod slice.
   """
-  wall_start = time.time()
-  runtime = {**default_runtime(), **(runtime or {})}
+  entered = time.time()
   previous_mesh = _previous_mesh(run_dir)  # Read before this attempt's summary replaces it.
-  writer_process = distributed.is_writer()  # Only process 0 writes files other than checkpoints.
   os.makedirs(run_dir, exist_ok=True)
+  timeline = timeline_lib.Timeline(run_dir, timeline_lib.attempt_origin(entered), enabled=distributed.is_writer())
+  if timeline.damaged:
+    print(f"{timeline.path}: damaged; kept beside it as timeline.json.damaged-*, goodput counts from this attempt",
+          file=sys.stderr)
+  try:
+    return _train(config, run_dir, progress, {**default_runtime(), **(runtime or {})}, previous_mesh, timeline)
+  except DoesNotFit:
+    timeline.write("failed")
+    raise
+  except (Interrupted, KeyboardInterrupt):
+    timeline.write("interrupted")
+    raise
+  except BaseException:
+    timeline.write("crashed")
+    raise
+
+
+def _train(config, run_dir, progress, runtime, previous_mesh, timeline) -> dict:
+  wall_start = time.time()
+  writer_process = distributed.is_writer()  # Only process 0 writes files other than checkpoints.
   if writer_process:
     metrics_lib.write_json_atomic(os.path.join(run_dir, "config.json"), config)
   train_cfg = config["train"]
@@ -313,7 +356,9 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
 
   # ---- Ahead-of-time compile: memory per device, before any step runs ----
   compile_start = time.time()
+  timeline.add("startup", compile_start - timeline.record["start"])
   train_step = train_step.lower(params, opt_state, placement.abstract(), np.int32(0)).compile()
+  timeline.add("compile", time.time() - compile_start)
   memory = _memory_per_device(train_step)
   static["memory_per_device_bytes"] = memory
   limit = _memory_limit(runtime["memory_limit_gib"])
@@ -324,6 +369,7 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
     write_summary({"status": "failed", "reason": reason, **static})
     raise DoesNotFit(reason)
   write_summary({"status": "running", **static})
+  timeline.write(force=True)
 
   # ---- Evaluation: the objective on the fixed held-out set, then the evaluators ----
   eval_step = jax.jit(eval_fn, in_shardings=(param_sharding, batch_sharding, replicated),
@@ -345,6 +391,7 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
   checkpoints = checkpoint_lib.Checkpoints(run_dir, keep=runtime["keep_checkpoints"])
   metrics_path = os.path.join(run_dir, "metrics.jsonl")
   start_step = 0
+  restore_start = time.time()
   latest = checkpoints.latest_step()
   if latest is not None:
     state = checkpoints.restore(latest, {"params": params, "opt_state": opt_state})
@@ -357,6 +404,8 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
       static["metrics_damaged_lines"] = damaged
       print(f"{metrics_path}: {damaged} damaged line(s) skipped; the original is kept beside it as "
             f"metrics.jsonl.damaged-*", file=sys.stderr)
+  timeline.started_at(start_step)
+  timeline.add("restore", time.time() - restore_start)
   writer = metrics_lib.MetricsWriter(run_dir, tensorboard=runtime["tensorboard"], enabled=writer_process)
   # Collectives on a multi-device CPU client deadlock if many steps are in flight: sync every step.
   sync_every_step = on_cpu and mesh.size > 1
@@ -368,10 +417,12 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
   # to the checkpoint: other hosts may read before or after process 0 truncates the file.
   recent_losses = [r["loss"] for r in metrics_lib.read_metrics(metrics_path)
                    if "loss" in r and r["step"] <= start_step][-20:]
-  compile_seconds = steady_start = None
-  steady_first_step, side_seconds = start_step, 0.0  # side: eval + checkpoint time, not training
+  compile_seconds = first_step_seconds = None
+  steady_first_step = start_step
   last_checkpoint_time = time.time()
   status, reason = "done", None
+  # Where the curve is checked against its forecast (train.stop_when_off_forecast): every tenth of the run.
+  health_check_every = max(s.steps // 10, 1) if train_cfg["stop_when_off_forecast"] else 0
 
   def progress_so_far(step):
     return {"step": step, "examples": step * s.examples_per_step, "tokens": step * s.tokens_per_step}
@@ -395,10 +446,15 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
     return row
 
   def save(step, wait=False):
-    checkpoints.save(step, {"params": params, "opt_state": opt_state}, wait=wait)
+    with timed("checkpoint"):
+      checkpoints.save(step, {"params": params, "opt_state": opt_state}, wait=wait)
+
+  def timed(category):
+    return _Timed(timeline, category)
 
   with _Preemption() as preemption:
     step = start_step
+    steps_clock = loop_start = time.time()  # Step time: the loop's, less eval and checkpoint saves.
     while step < s.steps:
       batch = placement.place(lambda rows: s.data.train(step, rows))
       params, opt_state, step_metrics = train_step(params, opt_state, batch, np.int32(step))
@@ -407,51 +463,67 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
         jax.block_until_ready(step_metrics["loss"])
       pending.append({**progress_so_far(step), "device": step_metrics})
       is_last = step == s.steps
-      if steady_start is None:  # The first step compiles; throughput is timed from its end.
+      if first_step_seconds is None:  # Throughput is timed from the end of the first step.
         jax.block_until_ready(step_metrics)
-        steady_start, steady_first_step = time.time(), step
-        compile_seconds = steady_start - compile_start
+        first_step_seconds, steady_first_step = time.time() - loop_start, step
+        compile_seconds = time.time() - compile_start
       checkpoint_step = bool(runtime["checkpoint_every"]) and step % runtime["checkpoint_every"] == 0
       if len(pending) >= runtime["flush_every"] or is_last or step % train_cfg["eval_every"] == 0 or checkpoint_step:
         rows, reason = flush()
         if reason:
           status = "diverged"
           break
+        if health_check_every and step % health_check_every == 0 and not is_last:
+          with timed("eval"):
+            health = _health(metrics_path, s.steps) if writer_process else None
+          if distributed.agree(health is not None and health.flagged):  # Process 0 read the curve; all stop.
+            status, reason = "flagged", f"off its forecast at step {step}: {health.message if health else ''}"
+            break
         if bar is not None:
           bar.update(len(rows))
           bar.set_postfix(loss=f"{rows[-1]['loss']:.4f}", refresh=False)
-        side_start = time.time()
+        timeline.add("steps", time.time() - steps_clock)
+        timeline.reached(step)
         if step % train_cfg["eval_every"] == 0 or is_last:
-          last_eval = eval_row(step, final=is_last)
+          with timed("eval"):
+            last_eval = eval_row(step, final=is_last)
           writer.write([last_eval])
         checkpoint_due = checkpoint_step or time.time() - last_checkpoint_time > 60 * runtime["checkpoint_minutes"]
         checkpoint_due = distributed.agree(checkpoint_due)  # Hosts' clocks differ; a save is collective.
         if checkpoint_due and not is_last:
           save(step)
           last_checkpoint_time = time.time()
-        side_seconds += time.time() - side_start
+        timeline.write(force=checkpoint_due)  # A kill loses at most the steps since this record.
+        steps_clock = time.time()
       if preemption.at(step) and not is_last:
         if pending:  # The unflushed steps are checked like any others: a NaN is never checkpointed.
           _, reason = flush()
           if reason:
             status = "diverged"
             break
+        timeline.add("steps", time.time() - steps_clock)
+        timeline.reached(step)
         save(step, wait=True)
         writer.close()
         checkpoints.close()
         raise Interrupted(f"{preemption.signal} at step {step}; checkpoint saved")
-    steady_seconds = time.time() - steady_start - side_seconds if steady_start else 0.0
+    timeline.add("steps", time.time() - steps_clock)
+    steady_seconds = timeline.record["seconds"]["steps"] - first_step_seconds if first_step_seconds else 0.0
 
   if bar is not None:
     bar.close()
   if status == "done" and last_eval is None:  # Resumed from a checkpoint at the last step.
-    last_eval = eval_row(step, final=True)
+    with timed("eval"):
+      last_eval = eval_row(step, final=True)
     if not any(r.get("eval_loss") is not None and r["step"] == step for r in metrics_lib.read_metrics(metrics_path)):
       writer.write([last_eval])
-  if status == "done" and checkpoints.latest_step() != step:
+  if status in ("done", "flagged") and checkpoints.latest_step() != step:  # a flagged trial may be resumed
     save(step)
-  checkpoints.close()
+  with timed("checkpoint"):  # Waits for the asynchronous writes still in flight.
+    checkpoints.close()
   writer.close()
+  timeline.write(status)
+  goodput = timeline.breakdown()
 
   # ---- Summary ----
   tail = recent_losses[-10:]  # final_train_loss: mean of the last 10 steps (or fewer)
@@ -475,6 +547,9 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
       "tokens_per_second": per_second(steady_steps * s.tokens_per_step),
       "examples_per_second": per_second(steady_steps * s.examples_per_step),
       "resumed_from_step": start_step or None,
+      "goodput": goodput["goodput"],
+      "time_seconds": {**goodput["seconds"], "total": goodput["total_seconds"]},
+      "attempts": goodput["attempts"],
       "params_sha256": params_sha256(params),
   }
   write_summary(summary)
@@ -524,6 +599,13 @@ def _divergence(rows, earlier_losses, max_spike):
       return f"loss spike at step {row['step']}: {row['loss']:.4g} > {max_spike:g} x recent mean {np.mean(history[-20:]):.4g}"
     history.append(row["loss"])
   return None
+
+
+def _health(metrics_path, steps_planned):
+  """The training curve logged so far, against its forecast (analysis/health.py)."""
+  from analysis import health
+  rows = [r for r in metrics_lib.read_metrics(metrics_path) if "loss" in r]
+  return health.assess([r["step"] for r in rows], [r["loss"] for r in rows], steps_planned)
 
 
 def _progress_bar(enabled, total, initial, config):

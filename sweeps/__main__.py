@@ -108,7 +108,7 @@ def main(argv=None) -> int:
     return 130
   if not distributed.is_writer():  # Process 0 reports and analyses for all.
     return 0
-  counts = ", ".join(f"{sum(s == k for s in states.values())} {k}" for k in ("diverged", "failed", "running")
+  counts = ", ".join(f"{sum(s == k for s in states.values())} {k}" for k in ("diverged", "flagged", "failed", "running")
                      if k in states.values())
   print(f"sweep {sweep.name}: {sum(s == 'done' for s in states.values())}/{len(states)} trials done"
         + (f" ({counts})" if counts else "") + f" in {directory}")

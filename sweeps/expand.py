@@ -37,7 +37,13 @@ def describe_axes(axes: dict) -> str:
 
 
 def trial_id(spec: spec_lib.TrialSpec) -> str:
-  canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+  resolved = spec.model_dump(mode="json")
+  for section, key in spec_lib.NOT_IN_ID:
+    del resolved[section][key]
+  for (section, key), unset in spec_lib.HASHED_WHEN_SET.items():
+    if resolved[section][key] == unset:
+      del resolved[section][key]
+  canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
   return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 

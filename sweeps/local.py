@@ -2,7 +2,7 @@
 
 The sweep directory holds `sweep.json` (the trial list and grid axes) and one
 run directory per trial named by the trial id. A trial whose summary says
-`done`, `diverged` or `failed` is finished and skipped, so re-running a sweep
+`done`, `diverged`, `failed` or `flagged` is finished and skipped, so re-running a sweep
 only does what is missing, resuming interrupted trials from their checkpoints.
 Each trial is claimed before it runs (sweeps/claims.py): a second `sweeps run`
 on the same directory works on other trials instead of duplicating one.
@@ -24,7 +24,7 @@ from scaling import distributed
 from scaling import metrics as metrics_lib
 from sweeps import claims, expand
 
-FINISHED = ("done", "diverged", "failed")
+FINISHED = ("done", "diverged", "failed", "flagged")
 
 
 def sweep_dir(out: str, sweep) -> str:
@@ -62,7 +62,8 @@ def read_summary(run_dir: str):
 
 
 def state_of(run_dir: str) -> str:
-  """pending, running, done, diverged, failed, or damaged (an unreadable summary: runs again)."""
+  """pending, running, done, diverged, failed, flagged (stopped off its forecast), or damaged (an unreadable
+  summary: runs again)."""
   summary = read_summary(run_dir)
   if summary and summary.get("status") in FINISHED:
     return summary["status"]
@@ -125,7 +126,10 @@ def run(sweep, out: str, progress: bool = True, retries: int | None = None, retr
   if writer:
     write_manifest(directory, sweep)
   states = {t.id: state_of(os.path.join(directory, t.id)) for t in sweep.trials}
-  todo = [t for t in sweep.trials if states[t.id] not in finished]
+  # A flagged trial resumes and finishes once its sweep no longer says train.stop_when_off_forecast.
+  finished_for = lambda t: finished if t.spec.train.stop_when_off_forecast else tuple(
+      s for s in finished if s != "flagged")
+  todo = [t for t in sweep.trials if states[t.id] not in finished_for(t)]
   progress = progress and writer
   bar = None
   if progress:
@@ -137,12 +141,12 @@ def run(sweep, out: str, progress: bool = True, retries: int | None = None, retr
   for trial in sweep.trials:
     run_dir = os.path.join(directory, trial.id)
     claim = None
-    if writer and states[trial.id] not in finished:
+    if writer and states[trial.id] not in finished_for(trial):
       claim = claims.try_claim(run_dir)
       if claim is None:
         states[trial.id] = "running"
         log(f"  {trial.id} {_describe(trial)}: claimed by another process, skipped")
-      elif state_of(run_dir) in finished:  # Finished by another process since we looked.
+      elif state_of(run_dir) in finished_for(trial):  # Finished by another process since we looked.
         states[trial.id] = state_of(run_dir)
         claim.release()
         claim = None

@@ -111,6 +111,10 @@ class TrainSpec(_Strict):
   microbatches: int = pydantic.Field(1, ge=1)  # gradient accumulation: batch_size / microbatches rows at a time
   max_loss_spike: float = pydantic.Field(0.0, ge=0)  # stop as diverged if loss > this x the recent mean; 0: off
   inject_nan_at_step: Optional[int] = pydantic.Field(None, ge=1)  # testing: poison this step's gradients
+  # testing: silent data corruption: after this step, add noise as large as each parameter's spread
+  inject_corruption_at_step: Optional[int] = pydantic.Field(None, ge=1)
+  # End the trial early as `flagged` when its loss curve leaves its forecast band (analysis/health.py).
+  stop_when_off_forecast: bool = False
 
 
   @pydantic.model_validator(mode="after")
@@ -118,6 +122,13 @@ class TrainSpec(_Strict):
     if self.batch_size % self.microbatches:
       raise ValueError(f"batch_size {self.batch_size} is not divisible by microbatches {self.microbatches}")
     return self
+
+
+# Train keys that decide only whether a trial stops early, never a number it logs: left out of the trial
+# id, so turning one off lets the same trial resume from its checkpoint and finish.
+NOT_IN_ID = (("train", "stop_when_off_forecast"),)
+# Keys added after trials were first hashed are hashed only when set, so earlier trials keep their ids.
+HASHED_WHEN_SET = {("train", "inject_corruption_at_step"): None}
 
 
 class MeshSpec(_Strict):
