@@ -62,12 +62,15 @@ class Timeline:
     self.enabled = enabled
     self.attempts, self.damaged = read(self.path)
     self.record = {"start": start, "updated": start, "start_step": start_step, "furthest_step": start_step,
-                   "outcome": "running", "seconds": {k: 0.0 for k in _RECORDED}}
+                   "outcome": "running", "saves": 0, "seconds": {k: 0.0 for k in _RECORDED}}
     self.attempts.append(self.record)
     self._written = 0.0
 
   def add(self, category: str, seconds: float) -> None:
     self.record["seconds"][category] += seconds
+
+  def saved(self) -> None:
+    self.record["saves"] += 1
 
   def started_at(self, step: int) -> None:
     """The step this attempt starts from (its restored checkpoint)."""
@@ -89,8 +92,9 @@ class Timeline:
     return breakdown(self.attempts)
 
 
-def read(path: str) -> tuple:
-  """(attempt records, whether the file was damaged). A damaged file is kept aside, never trusted."""
+def read(path: str, keep_damaged: bool = False) -> tuple:
+  """(attempt records, whether the file was damaged). A damaged file is moved aside (left in place
+  with keep_damaged, for readers such as `sweeps status`), never trusted."""
   if not os.path.exists(path):
     return [], False
   try:
@@ -99,24 +103,26 @@ def read(path: str) -> tuple:
       return list(attempts), False
   except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
     pass
-  try:
-    os.replace(path, f"{path}.damaged-{int(time.time())}")
-  except OSError:
-    pass
+  if not keep_damaged:
+    try:
+      os.replace(path, f"{path}.damaged-{int(time.time())}")
+    except OSError:
+      pass
   return [], True
 
 
 def _valid(a) -> bool:
   number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
   return (isinstance(a, dict) and all(number(a.get(k)) for k in ("start", "updated", "start_step", "furthest_step"))
-          and isinstance(a.get("seconds"), dict) and all(number(a["seconds"].get(k)) for k in _RECORDED))
+          and isinstance(a.get("saves", 0), int) and isinstance(a.get("seconds"), dict)
+          and all(number(a["seconds"].get(k)) for k in _RECORDED))
 
 
 def breakdown(attempts: list) -> dict:
-  """Seconds per category over all attempts, total, goodput and the count of attempts."""
+  """Seconds per category over all attempts, total, goodput, and the counts of attempts and checkpoint saves."""
   out = {k: 0.0 for k in CATEGORIES}
   if not attempts:
-    return {"seconds": out, "total_seconds": 0.0, "goodput": None, "attempts": 0}
+    return {"seconds": out, "total_seconds": 0.0, "goodput": None, "attempts": 0, "saves": 0}
   for i, a in enumerate(attempts):
     seconds = a["seconds"]
     for k in ("startup", "compile", "restore", "eval", "checkpoint"):
@@ -132,4 +138,4 @@ def breakdown(attempts: list) -> dict:
       out["between"] += max(attempts[i + 1]["start"] - a["updated"], 0.0)
   total = attempts[-1]["updated"] - attempts[0]["start"]
   return {"seconds": out, "total_seconds": total, "goodput": out["productive"] / total if total > 0 else None,
-          "attempts": len(attempts)}
+          "attempts": len(attempts), "saves": sum(int(a.get("saves", 0)) for a in attempts)}

@@ -448,6 +448,7 @@ def _train(config, run_dir, progress, runtime, previous_mesh, timeline) -> dict:
   def save(step, wait=False):
     with timed("checkpoint"):
       checkpoints.save(step, {"params": params, "opt_state": opt_state}, wait=wait)
+    timeline.saved()
 
   def timed(category):
     return _Timed(timeline, category)
@@ -550,6 +551,7 @@ def _train(config, run_dir, progress, runtime, previous_mesh, timeline) -> dict:
       "goodput": goodput["goodput"],
       "time_seconds": {**goodput["seconds"], "total": goodput["total_seconds"]},
       "attempts": goodput["attempts"],
+      "checkpoint_saves": goodput["saves"],
       "params_sha256": params_sha256(params),
   }
   write_summary(summary)

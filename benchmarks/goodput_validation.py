@@ -1,0 +1,146 @@
+"""Checks the failure model of `python -m analysis goodput` against real killed-and-relaunched trials.
+
+  python -m benchmarks.goodput_validation [--mtbf-seconds 8] [--repeats 3] [--work-steps 3000]
+
+A local trial (`python -m sweeps run`, a new process each launch) is SIGKILLed at random times,
+the gaps drawn from an exponential distribution of mean --mtbf-seconds, and relaunched at once
+each time, until it finishes. First one launch without kills measures what the model needs:
+seconds per step, the blocking part of a checkpoint save (S), and the one-time costs that no
+failure causes (the first start, the final evaluation and save). The cost of a restart (R) is
+measured on the killed runs: from the kill to the relaunched process's first step. The model
+then predicts the goodput at the checkpoint interval used, analytically and by Monte-Carlo over
+jobs of the same work; the measured goodput is the trial's productive step time over the wall
+time from first launch to exit. Each interval is run --repeats times (different kill times).
+"""
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from analysis import goodput as model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SWEEP = """\
+name: killed
+model: {{family: gpt, size: 2, options: {{aspect_ratio: 32, head_dim: 16}}}}
+data: {{kind: markov, vocab_size: 64, order: 2, mix: [0.2, 0.3, 0.5]}}
+train: {{seq_len: 64, batch_size: 16, horizon: {{tokens: {tokens}}}, eval_every: 1000000, eval_batches: 1}}
+runtime: {{tensorboard: false, flush_every: 5, checkpoint_every: {every}, checkpoint_minutes: 1000}}
+"""
+
+
+def write_sweep(directory: str, work_steps: int, checkpoint_every: int) -> str:
+  path = os.path.join(directory, f"killed_every_{checkpoint_every}.yaml")
+  with open(path, "w") as f:
+    f.write(SWEEP.format(tokens=work_steps * 16 * 64, every=checkpoint_every))
+  return path
+
+
+def run_killed(sweep_path: str, out: str, mtbf_seconds: float | None, seed: int = 0, max_launches: int = 500) -> dict:
+  """Launches the sweep until it exits by itself, SIGKILLing it after exponential gaps (none if mtbf is None).
+
+  Returns the wall time from the first launch to the exit, the kill and launch times, and the summary.
+  """
+  rng = np.random.default_rng(seed)
+  command = [sys.executable, "-m", "sweeps", "run", sweep_path, "--out", out, "--no-progress", "--no-analysis"]
+  first, kills, launches = time.time(), [], []
+  for _ in range(max_launches):
+    launches.append(time.time())
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               start_new_session=True)
+    gap = rng.exponential(mtbf_seconds) if mtbf_seconds else None
+    try:
+      _, stderr = process.communicate(timeout=gap)
+    except subprocess.TimeoutExpired:
+      os.killpg(process.pid, signal.SIGKILL)
+      kills.append(time.time())
+      process.communicate()
+      continue
+    if process.returncode:
+      raise RuntimeError(f"trial exited {process.returncode}: {stderr.decode()[-2000:]}")
+    wall = time.time() - first
+    break
+  else:
+    raise RuntimeError(f"not finished after {max_launches} launches")
+  sweep_dir = os.path.join(out, "killed")
+  trial = next(d for d in os.listdir(sweep_dir) if os.path.isfile(os.path.join(sweep_dir, d, "summary.json")))
+  with open(os.path.join(sweep_dir, trial, "summary.json")) as f:
+    summary = json.load(f)
+  with open(os.path.join(sweep_dir, trial, "timeline.json")) as f:
+    attempts = json.load(f)["attempts"]
+  return {"wall": wall, "kills": kills, "launches": launches, "summary": summary, "attempts": attempts}
+
+
+def calibrate(run: dict) -> dict:
+  """From an unkilled run: seconds per step, per blocking save, and the one-time costs."""
+  summary, seconds = run["summary"], run["summary"]["time_seconds"]
+  saves = max(summary["checkpoint_saves"], 1)
+  return {"step_seconds": seconds["productive"] / summary["steps"], "save_seconds": seconds["checkpoint"] / saves,
+          # What a run without failures spends besides steps and saves: first start, compile, final eval, summary.
+          "once_seconds": run["wall"] - seconds["productive"] - seconds["checkpoint"]}
+
+
+def restart_seconds(run: dict) -> float | None:
+  """Mean seconds from a kill to the relaunched process's first step (startup, restore, compile)."""
+  costs = []
+  for attempt in run["attempts"][1:]:
+    kill = max((k for k in run["kills"] if k <= attempt["start"] + 1.0), default=None)
+    if kill is None:
+      continue
+    s = attempt["seconds"]
+    costs.append(max(attempt["start"] - kill, 0.0) + s["startup"] + s["restore"] + s["compile"])
+  return float(np.mean(costs)) if costs else None
+
+
+def predict(cal: dict, mtbf: float, restart: float, checkpoint_every: int, work_steps: int, samples: int = 4000):
+  """The model's goodput for this run: analytic, and the Monte-Carlo mean and 95% interval of one job."""
+  tau, work = checkpoint_every * cal["step_seconds"], work_steps * cal["step_seconds"]
+  with_failures = work / model.goodput(tau, mtbf, cal["save_seconds"], restart)
+  mc = model.simulate(tau, mtbf, cal["save_seconds"], restart, work, samples, seed=1)
+  walls = work / np.asarray(mc["goodputs"]) + cal["once_seconds"]
+  per_job = work / walls
+  return {"analytic": work / (with_failures + cal["once_seconds"]), "mc_mean": float(work * len(walls) / walls.sum()),
+          "mc_interval": [float(np.percentile(per_job, 2.5)), float(np.percentile(per_job, 97.5))],
+          "tau_seconds": tau, "failures_mean": mc["failures_mean"]}
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m benchmarks.goodput_validation")
+  parser.add_argument("--mtbf-seconds", type=float, default=8.0)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--work-steps", type=int, default=3000)
+  parser.add_argument("--intervals", default="optimum,4x", help="checkpoint intervals: optimum and/or multiples")
+  args = parser.parse_args(argv)
+  with tempfile.TemporaryDirectory() as tmp:
+    clean = run_killed(write_sweep(tmp, args.work_steps, 100), os.path.join(tmp, "clean"), None)
+    cal = calibrate(clean)
+    best = max(1, round(model.optimal_interval(args.mtbf_seconds, cal["save_seconds"]) / cal["step_seconds"]))
+    print(f"calibration (no kills): {cal['step_seconds'] * 1e3:.2f} ms/step, save {cal['save_seconds'] * 1e3:.1f} ms "
+          f"blocking, one-time {cal['once_seconds']:.2f} s, goodput {clean['summary']['goodput']:.3f}; "
+          f"MTBF {args.mtbf_seconds:g} s -> optimal interval {best} steps", flush=True)
+    print("| interval (steps) | repeat | kills | R measured (s) | goodput measured | predicted (analytic) | "
+          "predicted (MC mean) | MC 95% interval of one job | inside |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for label in args.intervals.split(","):
+      every = best if label == "optimum" else max(1, round(best * float(label.rstrip("x"))))
+      for repeat in range(args.repeats):
+        out = os.path.join(tmp, f"every{every}_r{repeat}")
+        run = run_killed(write_sweep(tmp, args.work_steps, every), out, args.mtbf_seconds, seed=100 + repeat)
+        restart = restart_seconds(run)
+        p = predict(cal, args.mtbf_seconds, restart, every, args.work_steps)
+        measured = run["summary"]["time_seconds"]["productive"] / run["wall"]
+        inside = p["mc_interval"][0] <= measured <= p["mc_interval"][1]
+        print(f"| {every} | {repeat} | {len(run['kills'])} | {restart:.2f} | {measured:.3f} | {p['analytic']:.3f} | "
+              f"{p['mc_mean']:.3f} | [{p['mc_interval'][0]:.3f}, {p['mc_interval'][1]:.3f}] | {inside} |", flush=True)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
