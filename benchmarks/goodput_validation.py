@@ -75,7 +75,8 @@ def run_killed(sweep_path: str, out: str, mtbf_seconds: float | None, seed: int 
     summary = json.load(f)
   with open(os.path.join(sweep_dir, trial, "timeline.json")) as f:
     attempts = json.load(f)["attempts"]
-  return {"wall": wall, "kills": kills, "launches": launches, "summary": summary, "attempts": attempts}
+  return {"wall": wall, "end": first + wall, "kills": kills, "launches": launches, "summary": summary,
+          "attempts": attempts}
 
 
 def calibrate(run: dict) -> dict:
@@ -92,7 +93,7 @@ def restart_seconds(run: dict) -> float | None:
   costs = []
   for attempt in run["attempts"][1:]:
     kill = max((k for k in run["kills"] if k <= attempt["start"] + 1.0), default=None)
-    if kill is None:
+    if kill is None or attempt["start_step"] is None:  # Killed again before it restored: not a whole restart.
       continue
     s = attempt["seconds"]
     costs.append(max(attempt["start"] - kill, 0.0) + s["startup"] + s["restore"] + s["compile"])
@@ -108,6 +109,7 @@ def predict(cal: dict, mtbf: float, restart: float, checkpoint_every: int, work_
   per_job = work / walls
   return {"analytic": work / (with_failures + cal["once_seconds"]), "mc_mean": float(work * len(walls) / walls.sum()),
           "mc_interval": [float(np.percentile(per_job, 2.5)), float(np.percentile(per_job, 97.5))],
+          "mc_range": [float(per_job.min()), float(per_job.max())],
           "tau_seconds": tau, "failures_mean": mc["failures_mean"]}
 
 

@@ -32,14 +32,14 @@ _process_clock = None  # The first trial a process trains starts its clock at th
 
 
 def process_start_time() -> float | None:
-  """When this process started (Linux /proc), or None where that cannot be read."""
+  """When this process started (Linux /proc: its start in clock ticks after boot, against the uptime), or None."""
   try:
     with open("/proc/self/stat") as f:
       ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, after the command name
-    with open("/proc/stat") as f:
-      boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
-    return boot + ticks / os.sysconf("SC_CLK_TCK")
-  except (OSError, ValueError, IndexError, StopIteration):
+    with open("/proc/uptime") as f:
+      uptime = float(f.read().split()[0])
+    return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+  except (OSError, ValueError, IndexError):
     return None
 
 
@@ -57,14 +57,16 @@ def attempt_origin(entered: float) -> float:
 class Timeline:
   """This attempt's record, appended to the trial's earlier ones; only the writer process writes."""
 
-  def __init__(self, run_dir: str, start: float, start_step: int = 0, enabled: bool = True):
+  def __init__(self, run_dir: str, start: float, enabled: bool = True):
     self.path = os.path.join(run_dir, "timeline.json")
     self.enabled = enabled
     self.attempts, self.damaged = read(self.path)
-    self.record = {"start": start, "updated": start, "start_step": start_step, "furthest_step": start_step,
+    # The steps are unknown (None) until the checkpoint is restored: a kill before that redid nothing.
+    self.record = {"start": start, "updated": start, "start_step": None, "furthest_step": None,
                    "outcome": "running", "saves": 0, "seconds": {k: 0.0 for k in _RECORDED}}
     self.attempts.append(self.record)
     self._written = 0.0
+    self.write(force=True)  # From here on a kill leaves this attempt's record.
 
   def add(self, category: str, seconds: float) -> None:
     self.record["seconds"][category] += seconds
@@ -77,7 +79,7 @@ class Timeline:
     self.record["start_step"] = self.record["furthest_step"] = step
 
   def reached(self, step: int) -> None:
-    self.record["furthest_step"] = max(step, self.record["furthest_step"])
+    self.record["furthest_step"] = max(step, self.record["furthest_step"] or 0)
 
   def write(self, outcome: str | None = None, force: bool = False) -> None:
     now = time.time()
@@ -113,8 +115,11 @@ def read(path: str, keep_damaged: bool = False) -> tuple:
 
 def _valid(a) -> bool:
   number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
-  return (isinstance(a, dict) and all(number(a.get(k)) for k in ("start", "updated", "start_step", "furthest_step"))
-          and isinstance(a.get("saves", 0), int) and isinstance(a.get("seconds"), dict)
+  if not (isinstance(a, dict) and isinstance(a.get("seconds"), dict)):
+    return False
+  steps = [a.get("start_step"), a.get("furthest_step")]
+  return (all(number(a.get(k)) for k in ("start", "updated")) and isinstance(a.get("saves", 0), int)
+          and (steps == [None, None] or all(number(v) for v in steps))
           and all(number(a["seconds"].get(k)) for k in _RECORDED))
 
 
@@ -128,9 +133,9 @@ def breakdown(attempts: list) -> dict:
     for k in ("startup", "compile", "restore", "eval", "checkpoint"):
       out[k] += seconds[k]
     # The lowest step a later attempt restarted from: this attempt's steps past it were redone.
-    later = min((b["start_step"] for b in attempts[i + 1:]), default=a["furthest_step"])
-    done = a["furthest_step"] - a["start_step"]
-    survived = min(max(later - a["start_step"], 0), done) / done if done > 0 else 1.0
+    later = min((b["start_step"] for b in attempts[i + 1:] if b["start_step"] is not None), default=None)
+    done = (a["furthest_step"] or 0) - (a["start_step"] or 0)
+    survived = 1.0 if later is None or done <= 0 else min(max(later - a["start_step"], 0), done) / done
     out["productive"] += seconds["steps"] * survived
     out["redone"] += seconds["steps"] * (1 - survived)
     out["other"] += max(a["updated"] - a["start"] - sum(seconds.values()), 0.0)

@@ -14,7 +14,6 @@ import hashlib
 import math
 import os
 import signal
-import sys
 import time
 
 import jax
@@ -26,6 +25,7 @@ from flax import nnx
 from models import counting, registry
 from scaling import checkpoint as checkpoint_lib
 from scaling import distributed
+from scaling import logs
 from scaling import evaluators as evaluators_lib
 from scaling import mesh as mesh_lib
 from scaling import metrics as metrics_lib
@@ -278,8 +278,8 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
   os.makedirs(run_dir, exist_ok=True)
   timeline = timeline_lib.Timeline(run_dir, timeline_lib.attempt_origin(entered), enabled=distributed.is_writer())
   if timeline.damaged:
-    print(f"{timeline.path}: damaged; kept beside it as timeline.json.damaged-*, goodput counts from this attempt",
-          file=sys.stderr)
+    logs.warning(f"{timeline.path}: damaged; kept beside it as timeline.json.damaged-*, goodput counts from this "
+                 f"attempt")
   try:
     return _train(config, run_dir, progress, {**default_runtime(), **(runtime or {})}, previous_mesh, timeline)
   except DoesNotFit:
@@ -402,8 +402,8 @@ def _train(config, run_dir, progress, runtime, previous_mesh, timeline) -> dict:
     damaged = metrics_lib.truncate_metrics(metrics_path, start_step)
     if damaged:
       static["metrics_damaged_lines"] = damaged
-      print(f"{metrics_path}: {damaged} damaged line(s) skipped; the original is kept beside it as "
-            f"metrics.jsonl.damaged-*", file=sys.stderr)
+      logs.warning(f"{metrics_path}: {damaged} damaged line(s) skipped; the original is kept beside it as "
+                   f"metrics.jsonl.damaged-*")
   timeline.started_at(start_step)
   timeline.add("restore", time.time() - restore_start)
   writer = metrics_lib.MetricsWriter(run_dir, tensorboard=runtime["tensorboard"], enabled=writer_process)

@@ -111,6 +111,8 @@ def test_only_process_0_reports_and_writes(runs):
   # gloo's own log lines (its threads may split one: "[Gloo] Rank " + "3 is connected to ...") are not ours.
   assert [line for line in host1["stdout"].splitlines() if "[Gloo]" not in line and "peer ranks" not in line] == []
   assert "sweep two_hosts" in host0["stderr"] and "sweep two_hosts" not in host1["stderr"]  # progress bars
+  for i, host in enumerate((host0, host1)):  # absl log lines say which process wrote them
+    assert f"[process {i}/2 {socket.gethostname()}]" in host["stderr"] and "attempt 1 starts" in host["stderr"]
   with open(os.path.join(runs["two"], "attempts.jsonl")) as f:
     assert [json.loads(line)["outcome"] for line in f] == ["done"]
   assert not os.path.exists(os.path.join(runs["two"], "claim.json"))
