@@ -303,7 +303,8 @@ def _train(config, run_dir, progress, runtime, previous_mesh, timeline) -> dict:
   objective_options = {k: v for k, v in train_cfg["objective"].items() if k != "name"}
   optimizer, schedule = make_optimizer(config["optimizer"], s.steps)
   mesh = mesh_lib.make_mesh(runtime["mesh"])
-  eval_sets = s.data.eval(train_cfg["eval_batches"])
+
+  problem = _host_memory_problem(s.data.shapes(), train_cfg["eval_batches"])
 
   # What is known before the first step; the summary says "running" until the end.
   static = {
@@ -317,8 +318,6 @@ def _train(config, run_dir, progress, runtime, previous_mesh, timeline) -> dict:
       "examples_planned": s.steps * s.examples_per_step,
       "tokens_planned": s.steps * s.tokens_per_step,
       "entropy_floor": s.data.entropy_floor,
-      "eval_set_floor": s.data.eval_set_floor(eval_sets),
-      "eval_examples": len(eval_sets) * s.examples_per_step,
       "arch": dataclasses.asdict(s.arch),
       "data": s.data.info,
       "device": f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind} x{jax.device_count()}",
@@ -331,7 +330,14 @@ def _train(config, run_dir, progress, runtime, previous_mesh, timeline) -> dict:
     if writer_process:
       metrics_lib.write_json_atomic(summary_path, summary)
 
+  def refuse(reason, static):
+    write_summary({"status": "failed", "reason": reason, **static})
+    raise DoesNotFit(reason)
+
   write_summary({"status": "running", **static})
+  if problem:
+    refuse(f"{problem}; lower train.batch_size or train.eval_batches (train.microbatches keeps the batch size)",
+           static)
 
   # ---- Shard & functional state ----
   graphdef, params = nnx.split(s.model)
@@ -366,8 +372,14 @@ def _train(config, run_dir, progress, runtime, previous_mesh, timeline) -> dict:
     reason = (f"needs {memory / 2**30:.3f} GiB per device (parameters, optimizer state, activations) but a device "
               f"has {limit / 2**30:.3f} GiB; shard more (runtime.mesh fsdp/tensor), use train.microbatches, "
               f"or lower train.batch_size")
-    write_summary({"status": "failed", "reason": reason, **static})
-    raise DoesNotFit(reason)
+    refuse(reason, static)
+  # The eval set is drawn once the step is known to fit: a batch far beyond memory never gets sampled.
+  try:
+    eval_sets = s.data.eval(train_cfg["eval_batches"])
+  except MemoryError:
+    refuse("drawing the eval set ran out of host memory; lower train.batch_size or train.eval_batches", static)
+  static["eval_set_floor"] = s.data.eval_set_floor(eval_sets)
+  static["eval_examples"] = len(eval_sets) * s.examples_per_step
   write_summary({"status": "running", **static})
   timeline.write(force=True)
 
@@ -577,6 +589,16 @@ def _memory_per_device(compiled):
     return int(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes)
   except Exception:  # Not every backend reports it.
     return None
+
+
+def _host_memory_problem(shapes: dict, eval_batches: int):
+  """Why this host cannot hold a train batch and the eval set (drawn before anything is compiled), or None."""
+  batch = sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in shapes.values()) / jax.process_count()
+  needed, host = batch * (eval_batches + 2), os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  if needed > host / 2:
+    return (f"a batch takes {batch / 2**30:.3g} GiB of host memory and the eval set {eval_batches} more; "
+            f"{needed / 2**30:.3g} GiB is over half of this host's {host / 2**30:.3g} GiB")
+  return None
 
 
 def _memory_limit(limit_gib):

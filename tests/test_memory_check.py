@@ -46,3 +46,18 @@ def test_sweep_finishes_with_the_trial_failed(tmp_path):
   assert json.loads((trial_dir / "summary.json").read_text())["status"] == "failed"
   attempts = [json.loads(line) for line in (trial_dir / "attempts.jsonl").read_text().splitlines()]
   assert [a["outcome"] for a in attempts] == ["failed"]  # Not retried: retrying cannot make it fit.
+
+
+@pytest.mark.parametrize("batch_size, seq_len, runtime, says", [
+    (1 << 24, 4096, {}, "of host memory"),  # 275 GB of tokens: refused before it is drawn or compiled
+    (4096, 64, {"memory_limit_gib": TINY_GIB}, "GiB per device"),  # the compiled step does not fit: never drawn
+])
+def test_a_batch_beyond_memory_is_refused_before_it_is_sampled(tiny_trial, tmp_path, batch_size, seq_len, runtime, says):
+  trial = json.loads(json.dumps(tiny_trial))
+  trial["train"].update({"batch_size": batch_size, "seq_len": seq_len})
+  run_dir = str(tmp_path / "run")
+  with pytest.raises(train_lib.DoesNotFit, match=says):
+    train_lib.train(trial, run_dir, progress=False, runtime=runtime)
+  summary = metrics_lib.read_json(os.path.join(run_dir, "summary.json"))
+  assert summary["status"] == "failed" and says in summary["reason"]
+  assert "eval_examples" not in summary  # the eval set was never drawn
