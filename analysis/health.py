@@ -3,9 +3,11 @@
 The learning-curve forecaster (analysis/forecast.py) is fitted to the first half of the steps
 logged so far and extrapolated to the planned last step; the second half is checked against
 the band. `sweeps status` shows the forecast and the flag; with `train.stop_when_off_forecast`
-the train loop ends a flagged trial early (status `flagged`) so the sweep's budget goes to the
-others. A loss below the band is never a flag: a decaying learning rate makes the end of a
-curve fall faster than the laws extrapolate.
+the train loop ends a trial whose curve stays above its band (plateau, divergence) early, as
+`flagged`, so the sweep's budget goes to the others. A spike that came back is shown, not
+stopped for: the run recovered (on the vision quickstart, seed 1, two classifiers spiked 1.1-1.2x
+above the band at one step and finished normally). A loss below the band is never a flag: a
+decaying learning rate makes the end of a curve fall faster than the laws extrapolate.
 """
 import dataclasses
 import numpy as np
@@ -13,6 +15,7 @@ import numpy as np
 from analysis import fit, forecast
 
 FLAGS = ("spike", "plateau", "divergence")
+STOPS = ("plateau", "divergence")  # what train.stop_when_off_forecast stops a trial for
 MIN_POINTS = 40          # logged steps before any forecast is made
 MIN_FRACTION = 0.3       # of the planned steps
 _BINS = 200              # a longer curve is averaged into this many bins of consecutive steps
@@ -30,6 +33,10 @@ class Health:
   @property
   def flagged(self) -> bool:
     return self.status in FLAGS
+
+  @property
+  def stops(self) -> bool:
+    return self.status in STOPS
 
   def describe(self) -> str:
     if self.forecast is None:

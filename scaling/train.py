@@ -489,7 +489,7 @@ def _train(config, run_dir, progress, runtime, previous_mesh, timeline) -> dict:
         if health_check_every and step % health_check_every == 0 and not is_last:
           with timed("eval"):
             health = _health(metrics_path, s.steps) if writer_process else None
-          if distributed.agree(health is not None and health.flagged):  # Process 0 read the curve; all stop.
+          if distributed.agree(health is not None and health.stops):  # Process 0 read the curve; all stop.
             status, reason = "flagged", f"off its forecast at step {step}: {health.message if health else ''}"
             break
         if bar is not None:

@@ -113,7 +113,7 @@ class TrainSpec(_Strict):
   inject_nan_at_step: Optional[int] = pydantic.Field(None, ge=1)  # testing: poison this step's gradients
   # testing: silent data corruption: after this step, add noise as large as each parameter's spread
   inject_corruption_at_step: Optional[int] = pydantic.Field(None, ge=1)
-  # End the trial early as `flagged` when its loss curve leaves its forecast band (analysis/health.py).
+  # End the trial early as `flagged` when its loss curve stays above its forecast band (analysis/health.py).
   stop_when_off_forecast: bool = False
 
 
