@@ -18,6 +18,7 @@ class SweepResults:
   directory: str
   trials: pd.DataFrame  # one row per trial: status, axes, summary scalars, flattened config
   steps: pd.DataFrame  # one row per (trial, step): loss, grad_norm, lr, eval_loss, tokens, flops
+  warnings: list = dataclasses.field(default_factory=list)  # one line per damaged trial or metrics file
 
 
 class LoadError(ValueError):
@@ -35,59 +36,36 @@ def _flatten(prefix: str, obj, out: dict) -> dict:
   return out
 
 
-def _read_object(path: str) -> dict:
-  """A JSON object from `path`, or LoadError naming the file."""
-  try:
-    content = metrics_lib.read_json(path)
-  except (OSError, UnicodeDecodeError, ValueError) as e:
-    raise LoadError(f"{path}: unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
-  if not isinstance(content, dict):
-    raise LoadError(f"{path}: expected a JSON object")
-  return content
-
-
 def load_sweep(directory: str) -> SweepResults:
+  """Both tables of a sweep directory; LoadError (one line) if it is not one.
+
+  A trial whose files cannot be trusted (`sweeps.local.read_summary`: unreadable or mistyped
+  summary, config.json not matching the trial id, run directory not a directory) is `damaged`:
+  listed with its reason, never fitted. A finished trial's metrics file that lost rows
+  (`metrics_problem`) is used for what it holds. Each is one line of `warnings`.
+  """
+  from sweeps import local  # The checks `sweeps run` and `sweeps status` make (imports the sweep schema).
   if not os.path.isdir(directory):
     raise LoadError(f"{directory}: not a directory")
-  manifest_path = os.path.join(directory, "sweep.json")
-  if os.path.exists(manifest_path):
-    manifest = _read_object(manifest_path)
-    if not (isinstance(manifest, dict) and isinstance(manifest.get("name"), str)
-            and isinstance(manifest.get("trials"), list)
-            and all(isinstance(t, dict) and isinstance(t.get("id"), str) for t in manifest["trials"])):
-      raise LoadError(f"{manifest_path}: not a sweep manifest (damaged?); re-running `python -m sweeps run` on the "
-                      f"sweep file rewrites it")
+  if os.path.lexists(os.path.join(directory, "sweep.json")):
+    try:
+      manifest = local.read_manifest(directory)
+    except ValueError as e:
+      raise LoadError(str(e)) from None
   else:  # A directory of run dirs without a manifest (e.g. copied by hand).
     ids = sorted(d for d in os.listdir(directory) if os.path.exists(os.path.join(directory, d, "config.json")))
     if not ids:
       raise LoadError(f"{directory}: no sweep.json and no trial directories; is this a sweep output directory?")
     manifest = {"name": os.path.basename(os.path.normpath(directory)), "trials": [{"id": i, "axes": {}} for i in ids]}
-  name = manifest["name"]
-  axes = {t["id"]: t.get("axes") if isinstance(t.get("axes"), dict) else {} for t in manifest["trials"]}
 
-  trial_rows, step_frames = [], []
-  for trial_id in axes:
-    run_dir = os.path.join(directory, trial_id)
-    row = {"trial_id": trial_id, "status": "pending"}
-    row.update({f"axis.{k}": v for k, v in axes[trial_id].items()})
-    for name, prefix in (("config.json", "config"), ("summary.json", "")):
-      path = os.path.join(run_dir, name)
-      if not os.path.exists(path):
-        continue
-      try:
-        content = _read_object(path)
-      except LoadError as e:  # One damaged trial must not hide the others: it is listed, not fitted.
-        row.update({"status": "damaged", "reason": str(e)})
-        break
-      _flatten(prefix, {k: v for k, v in content.items() if k != "data"} if not prefix else content, row)
+  trial_rows, step_frames, warnings = [], [], []
+  for trial in manifest["trials"]:
+    run_dir = os.path.join(directory, trial["id"])
+    row, problems = _trial_row(run_dir, trial)
     trial_rows.append(row)
-    rows = metrics_lib.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
-    if rows:
-      frame = pd.DataFrame(rows)
-      frame.insert(0, "trial_id", trial_id)
-      if "flops_per_token" in row:
-        frame["flops"] = frame["tokens"] * row["flops_per_token"]
-        frame["flops_6n"] = frame["tokens"] * row["flops_per_token_6n"]
+    warnings += problems
+    frame = _steps_frame(run_dir, row)
+    if frame is not None:
       step_frames.append(frame)
 
   trials = pd.DataFrame(trial_rows)
@@ -96,4 +74,41 @@ def load_sweep(directory: str) -> SweepResults:
   for column in ("loss", "grad_norm", "eval_loss"):  # NaN is logged as the string "nan".
     if column in steps:
       steps[column] = pd.to_numeric(steps[column], errors="coerce")
-  return SweepResults(name=name, directory=directory, trials=trials, steps=steps)
+  return SweepResults(name=manifest["name"], directory=directory, trials=trials, steps=steps, warnings=warnings)
+
+
+def _trial_row(run_dir: str, trial: dict) -> tuple:
+  """(the trial's row: status, axes, flattened config and summary; its problems, one line each)."""
+  from sweeps import local
+  row = {"trial_id": trial["id"], "status": "pending"}
+  row.update({f"axis.{k}": v for k, v in trial["axes"].items()})
+  summary = local.read_summary(run_dir)
+  if summary is not None and summary["status"] == "damaged":  # Listed, not fitted: it must not hide the others.
+    return {**row, "status": "damaged", "reason": summary["reason"]}, [summary["reason"]]
+  try:
+    config = metrics_lib.read_json(os.path.join(run_dir, "config.json"))
+  except (OSError, ValueError):  # Checked for a finished trial; an unfinished one is not fitted.
+    config = None
+  if isinstance(config, dict):
+    _flatten("config", config, row)
+  if summary is None:
+    return row, []
+  _flatten("", {k: v for k, v in summary.items() if k != "data"}, row)
+  lost = metrics_lib.metrics_problem(os.path.join(run_dir, "metrics.jsonl"), summary.get("steps")) if (
+      summary["status"] in local.FINISHED) else None
+  return row, [lost] if lost else []
+
+
+def _steps_frame(run_dir: str, row: dict):
+  """The trial's metrics rows as a frame with FLOPs so far, or None if it logged none."""
+  rows = metrics_lib.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+  if not rows:
+    return None
+  frame = pd.DataFrame(rows)
+  frame.insert(0, "trial_id", row["trial_id"])
+  if "tokens" in frame:
+    frame["tokens"] = pd.to_numeric(frame["tokens"], errors="coerce")
+    for column, per_token in (("flops", "flops_per_token"), ("flops_6n", "flops_per_token_6n")):
+      if isinstance(row.get(per_token), (int, float)):
+        frame[column] = frame["tokens"] * row[per_token]
+  return frame

@@ -148,6 +148,7 @@ def analyze(directory, params_column="params_non_embedding", compute_column="flo
       "sweep": results.name,
       "n_trials": int(len(trials)), "n_done": int(len(done)),
       "excluded": {r.trial_id: r.status for r in excluded.itertuples()},
+      "warnings": results.warnings,  # damaged trials and metrics files, one line each (also on stderr)
   }
   if None in fitted:
     one = fitted[None]
@@ -185,6 +186,15 @@ def _interval(fit, name, digits=4):
   return f"{fit.params[name]:.{digits}g}{ci}"
 
 
+def _cell(row, column, spec) -> str:
+  """A number of the trials table as `spec` says, or '-' where the trial has none."""
+  try:
+    value = float(row.get(column))
+  except (TypeError, ValueError):
+    return "-"
+  return format(value, spec) if np.isfinite(value) else "-"
+
+
 def _group_lines(group, params_column, level="##") -> list:
   """Trials table, fitted laws, floors and backtest of one objective's trials."""
   rows, fits, fit_errors, bt = group["rows"], group["fits"], group["fit_errors"], group["backtest"]
@@ -195,10 +205,10 @@ def _group_lines(group, params_column, level="##") -> list:
            + "".join(f"{label} | " for _, label in downstream) + "tokens/s | wall s |",
            "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(downstream) + "---:|---:|"]
   for _, r in rows.sort_values(params_column).iterrows():
-    lines.append(f"| `{r.trial_id}` | {r.get('config.model.size', '')} | {r.params_non_embedding:,.0f} | "
-                 f"{r.params_total:,.0f} | {r.tokens:,.0f} | {r.flops:.3g} | {r.final_eval_loss:.4f} | "
-                 + "".join(f"{float(r[c]):.4f} | " for c, _ in downstream)
-                 + f"{r.get('tokens_per_second', np.nan):,.0f} | {r.wall_seconds:.1f} |")
+    lines.append(f"| `{r.trial_id}` | {r.get('config.model.size', '')} | {_cell(r, 'params_non_embedding', ',.0f')} | "
+                 f"{_cell(r, 'params_total', ',.0f')} | {_cell(r, 'tokens', ',.0f')} | {_cell(r, 'flops', '.3g')} | "
+                 f"{_cell(r, 'final_eval_loss', '.4f')} | " + "".join(f"{_cell(r, c, '.4f')} | " for c, _ in downstream)
+                 + f"{_cell(r, 'tokens_per_second', ',.0f')} | {_cell(r, 'wall_seconds', '.1f')} |")
   lines += ["", f"{level} Fitted laws: L = E + A * X^-alpha (final eval loss, 95% bootstrap intervals)", ""]
   for column, fit in fits.items():
     if fit is None:
@@ -231,6 +241,8 @@ def _markdown(summary, done, excluded, fitted, params_column, spent) -> str:
   if len(excluded):
     lines += ["Excluded from the fits (not finished): " +
               ", ".join(f"`{r.trial_id}` ({r.status})" for r in excluded.itertuples()), ""]
+  if summary["warnings"]:
+    lines += ["Damaged files (what was lost, and what to do):", ""] + [f"- {w}" for w in summary["warnings"]] + [""]
   files = ["`loss_vs_compute.png`, `loss_vs_params.png`, `residuals.png`"]
   if None in fitted:
     lines += _group_lines(fitted[None], params_column)
@@ -291,6 +303,8 @@ def main(argv=None) -> int:
   except LoadError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  for warning in summary["warnings"]:
+    print(f"warning: {warning}", file=sys.stderr)
   grouped = "group_by" in summary
   for label in (summary["fits"] if grouped else [None]):
     pick = (lambda key: summary[key][label]) if grouped else (lambda key: summary[key])

@@ -83,8 +83,10 @@ def main(argv=None) -> int:
   except distributed.DistributedError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  from scaling import logs
   from scaling import mesh as mesh_lib
   from scaling import runtime
+  logs.configure()  # Process-tagged log lines when there are several processes.
   from scaling.train import Interrupted
   from sweeps.spec import error_at, read_yaml
   runtime.configure_jax()
@@ -106,10 +108,13 @@ def main(argv=None) -> int:
   except (Interrupted, KeyboardInterrupt) as e:
     print(f"interrupted: {e}; run the same command again to resume", file=sys.stderr)
     return 130
+  except local.SweepDirError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   if not distributed.is_writer():  # Process 0 reports and analyses for all.
     return 0
-  counts = ", ".join(f"{sum(s == k for s in states.values())} {k}" for k in ("diverged", "flagged", "failed", "running")
-                     if k in states.values())
+  not_done = ("diverged", "flagged", "failed", "damaged", "running")
+  counts = ", ".join(f"{sum(s == k for s in states.values())} {k}" for k in not_done if k in states.values())
   print(f"sweep {sweep.name}: {sum(s == 'done' for s in states.values())}/{len(states)} trials done"
         + (f" ({counts})" if counts else "") + f" in {directory}")
   if args.no_analysis:

@@ -12,6 +12,8 @@ import socket
 import threading
 import time
 
+from scaling import metrics as metrics_lib
+
 HEARTBEAT_SECONDS = 5.0
 LEASE_SECONDS = 30.0
 
@@ -35,7 +37,10 @@ class Claim:
   def release(self):
     self._stop.set()
     self._thread.join()
-    _remove(self.path)
+    try:
+      _remove(self.path)
+    except OSError:  # Left behind, it goes stale after LEASE_SECONDS and is taken over.
+      pass
 
 
 def _create(path: str) -> bool:
@@ -56,29 +61,41 @@ def _dead(info: dict) -> bool:
     os.kill(int(info["pid"]), 0)
   except ProcessLookupError:
     return True
-  except (PermissionError, KeyError, ValueError, TypeError):
+  except (PermissionError, KeyError, ValueError, TypeError, OverflowError):
     return False
   return False
 
 
 def _read(path: str):
+  """The claim's contents: None if there is no claim, {} if it is not a JSON object (damaged, or being written)."""
   try:
-    with open(path) as f:
-      return json.load(f)
-  except (FileNotFoundError, json.JSONDecodeError):
+    info = metrics_lib.read_json(path)  # A regular file, bounded: never blocks on a FIFO.
+  except (FileNotFoundError, NotADirectoryError):  # (NotADirectory: the run directory is a file)
     return None
+  except (OSError, ValueError):
+    return {}
+  return info if isinstance(info, dict) else {}
 
 
 def _stale(path: str, info=None) -> bool:
+  """Untouched for LEASE_SECONDS; or its process is gone; or unreadable and untouched for two heartbeats
+  (a holder writes its claim whole at once, then touches it every HEARTBEAT_SECONDS)."""
   info = _read(path) if info is None else info
-  return _age(path) >= LEASE_SECONDS or (info is not None and _dead(info))
+  if _age(path) >= LEASE_SECONDS:
+    return True
+  if not info:
+    return _age(path) >= 2 * HEARTBEAT_SECONDS
+  return _dead(info)
 
 
 def holder(run_dir: str):
-  """The live claim's contents, or None if the trial is unclaimed or its claim is stale."""
+  """The live claim's contents ({"unreadable": True} for a fresh damaged one), or None if the trial is
+  unclaimed or its claim is stale."""
   path = os.path.join(run_dir, "claim.json")
   info = _read(path)
-  return None if info is None or _stale(path, info) else info
+  if info is None or _stale(path, info):
+    return None
+  return info or {"unreadable": True}
 
 
 def try_claim(run_dir: str):
@@ -106,7 +123,7 @@ def try_claim(run_dir: str):
 def _age(path: str) -> float:
   try:
     return time.time() - os.stat(path).st_mtime
-  except FileNotFoundError:
+  except (FileNotFoundError, NotADirectoryError):
     return float("inf")
 
 

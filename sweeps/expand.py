@@ -37,11 +37,20 @@ def describe_axes(axes: dict) -> str:
 
 
 def trial_id(spec: spec_lib.TrialSpec) -> str:
-  resolved = spec.model_dump(mode="json")
+  return config_id(spec.model_dump(mode="json"))
+
+
+def config_id(config: dict) -> str:
+  """The id of a resolved config (what config.json holds): a short hash of it, less the keys kept out of ids.
+
+  A run directory is named by it, so its config.json can be checked against its name.
+  """
+  resolved = json.loads(json.dumps(config))
   for section, key in spec_lib.NOT_IN_ID:
-    del resolved[section][key]
+    if isinstance(resolved.get(section), dict):
+      resolved[section].pop(key, None)
   for (section, key), unset in spec_lib.HASHED_WHEN_SET.items():
-    if resolved[section][key] == unset:
+    if isinstance(resolved.get(section), dict) and key in resolved[section] and resolved[section][key] == unset:
       del resolved[section][key]
   canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
   return hashlib.sha256(canonical.encode()).hexdigest()[:12]

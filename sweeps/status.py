@@ -12,18 +12,11 @@ from sweeps import expand, local
 
 def rows(directory: str) -> list:
   """One row per trial of the manifest; ValueError (one line) if the manifest is unreadable."""
-  path = os.path.join(directory, "sweep.json")
-  try:
-    manifest = metrics_lib.read_json(path)
-    trials = [t for t in manifest["trials"] if isinstance(t["id"], str)]
-  except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
-    raise ValueError(f"{path}: not a readable sweep manifest ({type(e).__name__}); re-running `python -m sweeps run` "
-                     f"on the sweep file rewrites it") from None
   out = []
-  for trial in trials:
+  for trial in local.read_manifest(directory)["trials"]:
     run_dir = os.path.join(directory, trial["id"])
     metrics = metrics_lib.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
-    train_rows = [r for r in metrics if "loss" in r]
+    train_rows = [r for r in metrics if _loss(r) is not None]
     summary = local.read_summary(run_dir) or {}
     state = local.state_of(run_dir)
     out.append({
@@ -31,13 +24,28 @@ def rows(directory: str) -> list:
         "state": state,
         "step": train_rows[-1]["step"] if train_rows else 0,
         "steps": summary.get("steps_planned"),
-        "last_loss": train_rows[-1]["loss"] if train_rows else None,
+        "last_loss": _loss(train_rows[-1]) if train_rows else None,
         "goodput": _goodput(run_dir, summary),
         "health": _health(run_dir, train_rows, summary) if state not in local.FINISHED else None,
         "axes": expand.describe_axes(trial.get("axes") or {}),
-        "reason": summary.get("reason"),
+        "reason": _reason(run_dir, summary, state),
     })
   return out
+
+
+def _loss(row):
+  """A train row's loss as a float (NaN/inf are logged as strings), or None if it has none."""
+  value = row.get("loss")
+  if isinstance(value, (int, float)) and not isinstance(value, bool):
+    return float(value)
+  return float(value) if value in ("nan", "inf", "-inf") else None
+
+
+def _reason(run_dir, summary, state):
+  """Why the trial is in its state, and for a finished one what its metrics file lost (one line each, joined)."""
+  lost = metrics_lib.metrics_problem(os.path.join(run_dir, "metrics.jsonl"), summary.get("steps")) if (
+      state in local.FINISHED) else None
+  return "; ".join(r for r in (summary.get("reason"), lost) if r) or None
 
 
 def _goodput(run_dir, summary):
@@ -58,7 +66,7 @@ def _health(run_dir, train_rows, summary):
   except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
     warmup = 0
   from analysis import health
-  result = health.assess([r["step"] for r in train_rows], [r["loss"] for r in train_rows], planned,
+  result = health.assess([r["step"] for r in train_rows], [_loss(r) for r in train_rows], planned,
                          warmup if isinstance(warmup, int) else 0)
   return result.describe()
 

@@ -117,7 +117,7 @@ def test_only_process_0_reports_and_writes(runs):
     assert [json.loads(line)["outcome"] for line in f] == ["done"]
   assert not os.path.exists(os.path.join(runs["two"], "claim.json"))
   assert sorted(os.listdir(runs["two"])) == ["attempts.jsonl", "checkpoints", "config.json", "metrics.jsonl",
-                                             "summary.json"]
+                                             "summary.json", "timeline.json"]
 
 
 def test_checkpoint_is_complete_and_restores_the_final_parameters(runs):

@@ -4,7 +4,6 @@ Fake sweep directories (sweep.json, config.json, summary.json, metrics.jsonl in
 the layout sweeps/local.py and scaling/train.py write) hold rungs whose numbers
 come from known laws, so the report's verdict can be checked against the truth.
 """
-import hashlib
 import json
 import os
 
@@ -15,6 +14,7 @@ from analysis import objectives as objectives_lib
 from analysis import report
 from analysis.load import load_sweep
 from scaling import metrics as metrics_lib
+from sweeps import expand
 
 PARAMS = np.logspace(5, 7, 6)  # non-embedding parameters of the 6 rungs
 EXAMPLES = 2.0e5  # training examples per rung
@@ -23,10 +23,6 @@ BOOTSTRAP = 50
 
 UNITS = {"classify": "nats/example", "masked_patches": "mse per normalised pixel", "next_token": "nats/token"}
 KINDS = {"classify": "discriminative", "masked_patches": "generative", "next_token": "generative"}
-
-
-def _trial_id(*parts) -> str:
-  return hashlib.sha256(repr(parts).encode()).hexdigest()[:12]
 
 
 def _curve(final_loss, steps=24):
@@ -44,18 +40,19 @@ def write_sweep(directory, name, rungs, curve_steps=24):
   """
   trials = []
   for objective, size, fields in rungs:
-    trial_id = _trial_id(name, objective, size)
+    config = {"model": {"family": "vit" if objective else "gpt", "size": size}}
+    if objective is not None:
+      config["objective"] = {"name": objective}
+    trial_id = expand.config_id(config)  # a run directory is named by its config's id, and checked against it
     run_dir = os.path.join(directory, trial_id)
     os.makedirs(run_dir)
     n = float(fields["params_non_embedding"])
     tokens = EXAMPLES * TOKENS_PER_EXAMPLE
-    config = {"model": {"family": "vit" if objective else "gpt", "size": size}}
     summary = {"status": "done", "trial_id": trial_id, "params_total": 1.1 * n, "tokens": tokens,
                "flops_per_token": 6.6 * n, "flops_per_token_6n": 6 * n, "flops": 6.6 * n * tokens,
                "flops_6n": 6 * n * tokens, "wall_seconds": 10.0 + size, "tokens_per_second": 1e5,
                "steps": curve_steps, **fields}
     if objective is not None:
-      config["objective"] = {"name": objective}
       summary.update(objective=objective, objective_kind=KINDS[objective], loss_unit=UNITS[objective],
                      examples=EXAMPLES)
     metrics_lib.write_json_atomic(os.path.join(run_dir, "config.json"), config)

@@ -1,0 +1,318 @@
+"""The corpus of damaged run directories: how each is damaged, and what each command must then do.
+
+Each case damages a copy of one of two base sweeps (both 2 trials of the tiny GPT, sizes 1 and 2):
+  FINISHED     both trials done;
+  INTERRUPTED  the size-1 trial stopped by SIGTERM mid-run (checkpoints at step 10 and at the
+               signal, summary `running`), the size-2 trial not started.
+The damage is done to the size-1 trial (`trial`); the size-2 one is "the other", which must
+always end done and whole. For `sweeps status`, `analysis plot` and the re-run (`sweeps run`
+on the sweep file) a case gives the exit code and a fragment of their output ({trial}: the
+damaged trial's id, {dir}: the sweep directory); `achieves` says what the re-run must leave:
+
+  WHOLE     the damaged trial is done with config.json, summary and every metrics row restored
+            (each step once) and the parameters of an undamaged run (params_sha256);
+  LOSSY     it is done with the right parameters, but a metrics file lost rows that cannot be
+            recovered: `sweeps status` still says so (`still_says`), never silently;
+  REPORTED  it is not done: `sweeps status` still shows why and what to do (`still_says`).
+  SKIPPED   it was not run (another live process holds it), and `sweeps status` says `running`.
+
+`advice` (REPORTED cases): follow what the line says (delete or move away the named path) and
+re-run with --retry-failed; the trial must then end WHOLE.
+"""
+import dataclasses
+import glob
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from typing import Callable
+
+FINISHED, INTERRUPTED = "finished", "interrupted"
+WHOLE, LOSSY, REPORTED, SKIPPED = "whole", "lossy", "reported", "skipped"
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+  code: int
+  says: str  # a fragment of the command's output (stderr when it exits 2: its one line)
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  name: str
+  base: str
+  damage: Callable  # damage(trial_dir, sweep_dir), both pathlib.Path
+  status: Outcome
+  plot: Outcome
+  rerun: Outcome
+  achieves: str
+  still_says: str = ""
+  advice: bool = False  # REPORTED: following the line's advice then ends the trial WHOLE
+  still_code: int = 0  # the exit code of `sweeps status` after the re-run
+  root_skips: bool = False  # permissions mean nothing to root
+
+
+# ---- damage: summary.json, config.json ----
+
+def truncate_summary(trial, sweep):
+  path = trial / "summary.json"
+  path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def summary_not_an_object(trial, sweep):
+  (trial / "summary.json").write_text("[1, 2]\n")
+
+
+def edit_summary(**fields):
+  def damage(trial, sweep):
+    summary = json.loads((trial / "summary.json").read_text())
+    (trial / "summary.json").write_text(json.dumps({**summary, **fields}))
+  return damage
+
+
+def remove(name):
+  def damage(trial, sweep):
+    path = trial / name
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+  return damage
+
+
+def write(name, content: bytes):
+  def damage(trial, sweep):
+    path = trial / name
+    if path.is_dir():
+      shutil.rmtree(path)
+    path.write_bytes(content)
+  return damage
+
+
+def fifo(name):
+  def damage(trial, sweep):
+    (trial / name).unlink()
+    os.mkfifo(trial / name)
+  return damage
+
+
+def edit_config(trial, sweep):
+  config = json.loads((trial / "config.json").read_text())
+  config["optimizer"]["lr"] *= 2  # as if by hand: it no longer describes what the directory holds
+  (trial / "config.json").write_text(json.dumps(config, indent=2))
+
+
+# ---- damage: metrics.jsonl, attempts.jsonl ----
+
+def damage_metrics_line(number: int, garbage: bytes = b'{"step": 5, "lo\xff\n'):
+  def damage(trial, sweep):
+    lines = (trial / "metrics.jsonl").read_bytes().splitlines(keepends=True)
+    lines[number - 1] = garbage
+    (trial / "metrics.jsonl").write_bytes(b"".join(lines))
+  return damage
+
+
+def tear_last_line(name):
+  def damage(trial, sweep):
+    data = (trial / name).read_bytes()
+    last = data[:-1].rfind(b"\n") + 1
+    (trial / name).write_bytes(data[: last + (len(data) - last) // 2])
+  return damage
+
+
+def replace_by_directory(name):
+  def damage(trial, sweep):
+    (trial / name).unlink()
+    (trial / name).mkdir()
+    (trial / name / "stray").write_text("x")
+  return damage
+
+
+def append_torn(name, partial: bytes):
+  """A crash mid-write after the last checkpoint: a partial line, no newline."""
+  def damage(trial, sweep):
+    with open(trial / name, "ab") as f:
+      f.write(partial)
+  return damage
+
+
+# ---- damage: claim.json ----
+
+def claim_of_a_dead_process(trial, sweep):
+  gone = subprocess.Popen(["/bin/true"])
+  gone.wait()  # its pid is free once it has exited
+  (trial / "claim.json").write_text(json.dumps({"pid": gone.pid, "host": socket.gethostname(), "since": time.time()}))
+
+
+def garbage_claim(age_seconds):
+  def damage(trial, sweep):
+    (trial / "claim.json").write_bytes(b"\x00garbage{")
+    then = time.time() - age_seconds
+    os.utime(trial / "claim.json", (then, then))
+  return damage
+
+
+# ---- damage: checkpoints/ ----
+
+def latest_checkpoint(trial):
+  return max((p for p in (trial / "checkpoints").iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+
+
+def half_written_orbax_tmp(trial, sweep):
+  latest = latest_checkpoint(trial)
+  tmp = latest.parent / f"{int(latest.name) + 5}.orbax-checkpoint-tmp-1796162645909323734"
+  shutil.copytree(latest, tmp)
+  for path in glob.glob(str(tmp / "default" / "ocdbt.process_0" / "d" / "*"))[1:]:
+    os.remove(path)  # the save died part way through writing the arrays
+  os.remove(tmp / "commit_success.txt")
+
+
+def empty_step_directory(trial, sweep):
+  latest = latest_checkpoint(trial)
+  (latest.parent / str(int(latest.name) + 3)).mkdir()
+
+
+def delete_checkpoint_files(trial, sweep):
+  for path in glob.glob(str(latest_checkpoint(trial) / "**"), recursive=True):
+    if os.path.isfile(path):
+      os.remove(path)
+
+
+def truncate_checkpoint_files(pattern):
+  def damage(trial, sweep):
+    for path in glob.glob(str(latest_checkpoint(trial) / pattern), recursive=True):
+      if os.path.isfile(path):
+        os.truncate(path, os.path.getsize(path) // 2)
+  return damage
+
+
+# ---- damage: the run directory and the sweep directory ----
+
+def trial_is_a_file(trial, sweep):
+  shutil.rmtree(trial)
+  trial.write_text("not a run directory\n")
+
+
+def read_only_without_summary(trial, sweep):
+  (trial / "summary.json").unlink()
+  os.chmod(trial, 0o555)
+
+
+def manifest_lists_an_unknown_trial(trial, sweep):
+  manifest = json.loads((sweep / "sweep.json").read_text())
+  manifest["trials"].append({"id": "0123456789ab", "axes": {"model.size": 9}})
+  (sweep / "sweep.json").write_text(json.dumps(manifest))
+
+
+def sweep_file_is_a_directory(name):
+  def damage(trial, sweep):
+    (sweep / name).unlink()
+    (sweep / name).mkdir()
+  return damage
+
+
+def several_at_once(trial, sweep):
+  """The worst directory: a damaged summary, a torn and damaged metrics file, a garbage claim."""
+  truncate_summary(trial, sweep)
+  damage_metrics_line(3)(trial, sweep)
+  garbage_claim(60)(trial, sweep)
+
+
+DONE = Outcome(0, "{trial}  done")
+PENDING = Outcome(0, "{trial}  pending")
+DAMAGED = lambda why: Outcome(0, why)
+PLOTTED = Outcome(0, "report:")
+WARNS = lambda why: Outcome(0, "warning: {dir}/{trial}/" + why)
+NOTHING_FINISHED = Outcome(2, "no trial has finished")
+BOTH_DONE = Outcome(0, "2/2 trials done")
+ONE_FAILED = lambda why: Outcome(0, why)
+
+CASES = [
+    # FINISHED base: both trials done.
+    Case("intact", FINISHED, lambda trial, sweep: None, DONE, PLOTTED, BOTH_DONE, WHOLE),
+    Case("summary_truncated", FINISHED, truncate_summary, DAMAGED("{trial}  damaged"),
+         WARNS("summary.json: unreadable (JSONDecodeError"), BOTH_DONE, WHOLE),
+    Case("summary_not_an_object", FINISHED, summary_not_an_object, DAMAGED("summary.json: not a JSON object"),
+         WARNS("summary.json: not a JSON object"), BOTH_DONE, WHOLE),
+    Case("summary_status_is_a_number", FINISHED, edit_summary(status=5), DAMAGED("status: expected one of"),
+         WARNS("summary.json: status: expected one of"), BOTH_DONE, WHOLE),
+    Case("summary_loss_is_text", FINISHED, edit_summary(final_eval_loss="x"),
+         DAMAGED("final_eval_loss: expected a number, got \"x\""), WARNS("summary.json: final_eval_loss"),
+         BOTH_DONE, WHOLE),
+    Case("summary_is_a_fifo", FINISHED, fifo("summary.json"), DAMAGED("summary.json: unreadable (not a regular file)"),
+         WARNS("summary.json: unreadable (not a regular file)"), BOTH_DONE, WHOLE),
+    Case("summary_missing_checkpoints_kept", FINISHED, remove("summary.json"), PENDING, PLOTTED, BOTH_DONE, WHOLE),
+    Case("config_missing", FINISHED, remove("config.json"), DAMAGED("config.json: missing"),
+         WARNS("config.json: missing"), BOTH_DONE, WHOLE),
+    Case("config_garbage", FINISHED, write("config.json", b'{"model": {"fam'), DAMAGED("config.json: unreadable"),
+         WARNS("config.json: unreadable"), BOTH_DONE, WHOLE),
+    Case("config_edited", FINISHED, edit_config, DAMAGED("does not match the trial id {trial}"),
+         WARNS("config.json: does not match the trial id {trial}"), BOTH_DONE, WHOLE),
+    Case("metrics_line_damaged_in_the_middle", FINISHED, damage_metrics_line(5),
+         DAMAGED("metrics.jsonl: 1 damaged line(s) skipped; train rows for 9 of its 10 steps"),
+         WARNS("metrics.jsonl: 1 damaged line(s)"), BOTH_DONE, LOSSY, still_says="metrics.jsonl: 1 damaged line"),
+    Case("metrics_last_line_torn", FINISHED, tear_last_line("metrics.jsonl"),
+         DAMAGED("metrics.jsonl: 1 damaged line(s) skipped"), WARNS("metrics.jsonl: 1 damaged line(s)"), BOTH_DONE,
+         LOSSY, still_says="metrics.jsonl: 1 damaged line"),
+    Case("metrics_empty", FINISHED, write("metrics.jsonl", b""), DAMAGED("train rows for 0 of its 10 steps"),
+         WARNS("metrics.jsonl: train rows for 0 of its 10 steps"), BOTH_DONE, LOSSY,
+         still_says="train rows for 0 of its 10 steps"),
+    Case("metrics_is_a_directory", FINISHED, replace_by_directory("metrics.jsonl"),
+         DAMAGED("metrics.jsonl: unreadable (a directory)"), WARNS("metrics.jsonl: unreadable (a directory)"),
+         BOTH_DONE, LOSSY, still_says="metrics.jsonl: unreadable (a directory)"),
+    Case("metrics_not_utf8", FINISHED, write("metrics.jsonl", b"\xff\xfe\x00\x81garbage\n" * 12),
+         DAMAGED("metrics.jsonl: 12 damaged line(s) skipped"), WARNS("metrics.jsonl: 12 damaged line(s)"), BOTH_DONE,
+         LOSSY, still_says="12 damaged line(s)"),
+    Case("trial_directory_is_a_file", FINISHED, trial_is_a_file, DAMAGED("{trial}: not a directory; move it away"),
+         Outcome(0, "warning: {dir}/{trial}: not a directory"), Outcome(0, "1/2 trials done (1 damaged)"), REPORTED,
+         still_says="{trial}: not a directory; move it away", advice=True),
+    Case("trial_directory_missing", FINISHED, lambda trial, sweep: shutil.rmtree(trial), PENDING, PLOTTED, BOTH_DONE,
+         WHOLE),
+    Case("manifest_lists_an_unknown_trial", FINISHED, manifest_lists_an_unknown_trial,
+         Outcome(0, "0123456789ab  pending"), PLOTTED, BOTH_DONE, WHOLE),
+    Case("sweep_yaml_is_a_directory", FINISHED, sweep_file_is_a_directory("sweep.yaml"), DONE, PLOTTED,
+         Outcome(2, "sweep.yaml: Is a directory; fix it or move it away"), WHOLE, still_says="{trial}  done"),
+    Case("sweep_json_is_a_directory", FINISHED, sweep_file_is_a_directory("sweep.json"),
+         Outcome(2, "sweep.json: not a readable sweep manifest (a directory)"),
+         Outcome(2, "sweep.json: not a readable"), Outcome(2, "sweep.json: Is a directory; fix it or move it away"),
+         WHOLE, still_says="sweep.json", still_code=2),
+    Case("run_directory_read_only", FINISHED, read_only_without_summary, PENDING, PLOTTED,
+         Outcome(0, "Permission denied"), REPORTED, still_says="{trial}  pending", root_skips=True),
+    Case("several_damages_at_once", FINISHED, several_at_once, DAMAGED("summary.json: unreadable"),
+         WARNS("summary.json: unreadable"),
+         Outcome(0, "metrics.jsonl: 1 damaged line(s) skipped; the original is kept"), LOSSY,
+         still_says="metrics.jsonl: train rows for 9 of its 10 steps"),
+
+    # INTERRUPTED base: the damaged trial stopped mid-run, the other not started.
+    Case("interrupted_intact", INTERRUPTED, lambda trial, sweep: None, PENDING, NOTHING_FINISHED, BOTH_DONE, WHOLE),
+    Case("summary_wrong_type_while_running", INTERRUPTED, edit_summary(steps_planned="60"),
+         DAMAGED("steps_planned: expected a number"), NOTHING_FINISHED, BOTH_DONE, WHOLE),
+    Case("metrics_last_line_torn_by_the_crash", INTERRUPTED, append_torn("metrics.jsonl", b'{"step": 99, "lo'),
+         PENDING, NOTHING_FINISHED, BOTH_DONE, WHOLE),
+    Case("metrics_is_a_directory_mid_run", INTERRUPTED, replace_by_directory("metrics.jsonl"), PENDING,
+         NOTHING_FINISHED, Outcome(0, "metrics.jsonl: 1 damaged line(s) skipped; the original is kept"), LOSSY,
+         still_says="metrics.jsonl: train rows for"),
+    Case("attempts_last_line_torn", INTERRUPTED, append_torn("attempts.jsonl", b'{"pid": 1, "attempt": 9, "outc'),
+         PENDING, NOTHING_FINISHED, BOTH_DONE, WHOLE),
+    Case("claim_of_a_dead_process", INTERRUPTED, claim_of_a_dead_process, PENDING, NOTHING_FINISHED, BOTH_DONE, WHOLE),
+    Case("claim_garbage_left_by_a_crash", INTERRUPTED, garbage_claim(60), PENDING, NOTHING_FINISHED, BOTH_DONE, WHOLE),
+    Case("claim_garbage_fresh", INTERRUPTED, garbage_claim(0), Outcome(0, "{trial}  running"), NOTHING_FINISHED,
+         Outcome(0, "claimed by another process, skipped"), SKIPPED),
+    Case("tensorboard_is_a_file", INTERRUPTED, write("tensorboard", b"x"), PENDING, NOTHING_FINISHED,
+         Outcome(0, "tensorboard: not a directory; TensorBoard events are not written"), WHOLE),
+    Case("checkpoint_half_written_tmp_dir", INTERRUPTED, half_written_orbax_tmp, PENDING, NOTHING_FINISHED, BOTH_DONE,
+         WHOLE),
+    Case("checkpoint_empty_step_directory", INTERRUPTED, empty_step_directory, PENDING, NOTHING_FINISHED,
+         ONE_FAILED("the directory is empty); delete that directory and run again with --retry-failed"), REPORTED,
+         still_says="damaged checkpoint", advice=True),
+    Case("checkpoint_files_deleted", INTERRUPTED, delete_checkpoint_files, PENDING, NOTHING_FINISHED,
+         ONE_FAILED("damaged checkpoint (no _CHECKPOINT_METADATA)"), REPORTED, still_says="delete that directory"),
+    Case("checkpoint_files_truncated", INTERRUPTED, truncate_checkpoint_files("**"), PENDING, NOTHING_FINISHED,
+         ONE_FAILED("damaged checkpoint (_CHECKPOINT_METADATA: JSONDecodeError"), REPORTED,
+         still_says="delete that directory"),
+    Case("checkpoint_arrays_truncated", INTERRUPTED, truncate_checkpoint_files("default/ocdbt.process_0/d/*"),
+         PENDING, NOTHING_FINISHED, ONE_FAILED("damaged checkpoint (cannot be read back: "), REPORTED,
+         still_says="the trial resumes from step 10", advice=True),
+    Case("checkpoints_is_a_file", INTERRUPTED, write("checkpoints", b"x"), PENDING, NOTHING_FINISHED,
+         ONE_FAILED("checkpoints: not a directory; move it away"), REPORTED, still_says="checkpoints: not a directory",
+         advice=True),
+]
