@@ -84,12 +84,15 @@ def calibrate(run: dict) -> dict:
   summary, seconds = run["summary"], run["summary"]["time_seconds"]
   saves = max(summary["checkpoint_saves"], 1)
   return {"step_seconds": seconds["productive"] / summary["steps"], "save_seconds": seconds["checkpoint"] / saves,
+          # A restart without kills costs what the first start did (restore aside): the fallback for R.
+          "restart_seconds": seconds["startup"] + seconds["compile"],
           # What a run without failures spends besides steps and saves: first start, compile, final eval, summary.
           "once_seconds": run["wall"] - seconds["productive"] - seconds["checkpoint"]}
 
 
-def restart_seconds(run: dict) -> float | None:
-  """Mean seconds from a kill to the relaunched process's first step (startup, restore, compile)."""
+def restart_seconds(run: dict, fallback: float) -> float:
+  """Mean seconds from a kill to the relaunched process's first step (startup, restore, compile); `fallback`
+  when no relaunch of this run got that far."""
   costs = []
   for attempt in run["attempts"][1:]:
     kill = max((k for k in run["kills"] if k <= attempt["start"] + 1.0), default=None)
@@ -97,7 +100,7 @@ def restart_seconds(run: dict) -> float | None:
       continue
     s = attempt["seconds"]
     costs.append(max(attempt["start"] - kill, 0.0) + s["startup"] + s["restore"] + s["compile"])
-  return float(np.mean(costs)) if costs else None
+  return float(np.mean(costs)) if costs else fallback
 
 
 def predict(cal: dict, mtbf: float, restart: float, checkpoint_every: int, work_steps: int, samples: int = 4000):
@@ -132,15 +135,18 @@ def main(argv=None) -> int:
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for label in args.intervals.split(","):
       every = best if label == "optimum" else max(1, round(best * float(label.rstrip("x"))))
+      productive = wall = 0.0
       for repeat in range(args.repeats):
         out = os.path.join(tmp, f"every{every}_r{repeat}")
         run = run_killed(write_sweep(tmp, args.work_steps, every), out, args.mtbf_seconds, seed=100 + repeat)
-        restart = restart_seconds(run)
+        restart = restart_seconds(run, cal["restart_seconds"])
         p = predict(cal, args.mtbf_seconds, restart, every, args.work_steps)
         measured = run["summary"]["time_seconds"]["productive"] / run["wall"]
+        productive, wall = productive + run["summary"]["time_seconds"]["productive"], wall + run["wall"]
         inside = p["mc_interval"][0] <= measured <= p["mc_interval"][1]
         print(f"| {every} | {repeat} | {len(run['kills'])} | {restart:.2f} | {measured:.3f} | {p['analytic']:.3f} | "
               f"{p['mc_mean']:.3f} | [{p['mc_interval'][0]:.3f}, {p['mc_interval'][1]:.3f}] | {inside} |", flush=True)
+      print(f"| {every} | all {args.repeats} | | | {productive / wall:.3f} (pooled) | | | | |", flush=True)
   return 0
 
 

@@ -25,8 +25,8 @@ from flax import nnx
 from models import counting, registry
 from scaling import checkpoint as checkpoint_lib
 from scaling import distributed
-from scaling import logs
 from scaling import evaluators as evaluators_lib
+from scaling import logs
 from scaling import mesh as mesh_lib
 from scaling import metrics as metrics_lib
 from scaling import objectives
@@ -486,17 +486,19 @@ def _train(config, run_dir, progress, runtime, previous_mesh, timeline) -> dict:
         if reason:
           status = "diverged"
           break
-        if health_check_every and step % health_check_every == 0 and not is_last:
-          with timed("eval"):
-            health = _health(metrics_path, s.steps) if writer_process else None
-          if distributed.agree(health is not None and health.stops):  # Process 0 read the curve; all stop.
-            status, reason = "flagged", f"off its forecast at step {step}: {health.message if health else ''}"
-            break
         if bar is not None:
           bar.update(len(rows))
           bar.set_postfix(loss=f"{rows[-1]['loss']:.4f}", refresh=False)
         timeline.add("steps", time.time() - steps_clock)
         timeline.reached(step)
+        steps_clock = time.time()
+        if health_check_every and step % health_check_every == 0 and not is_last:
+          with timed("eval"):
+            health = _health(metrics_path, s.steps) if writer_process else None
+          if distributed.agree(health is not None and health.stops):  # Process 0 read the curve; all stop.
+            status, reason = "flagged", f"off its forecast at step {step}: {health.message if health else ''}"
+            steps_clock = time.time()
+            break
         if step % train_cfg["eval_every"] == 0 or is_last:
           with timed("eval"):
             last_eval = eval_row(step, final=is_last)

@@ -77,7 +77,7 @@ def test_killed_trial_accounts_for_all_its_wall_time(killed):
 def test_measured_goodput_is_within_the_models_spread(killed):
   clean, run, _ = killed
   cal = harness.calibrate(clean)
-  restart = harness.restart_seconds(run)
+  restart = harness.restart_seconds(run, cal["restart_seconds"])
   prediction = harness.predict(cal, 4.0, restart, 40, 600, samples=4000)
   measured = run["summary"]["time_seconds"]["productive"] / run["wall"]
   lo, hi = prediction["mc_range"]
