@@ -552,6 +552,9 @@ def _train(config, run_dir, progress, runtime, previous_mesh, timeline) -> dict:
       "steps": step,
       "examples": step * s.examples_per_step,
       "tokens": step * s.tokens_per_step,
+      **({"unique_tokens": s.data.info["unique_tokens"],  # data-constrained: how often each token was seen
+          "epochs": step * s.examples_per_step * (s.data.seq_len + 1) / s.data.info["unique_tokens"]}
+         if "unique_tokens" in s.data.info else {}),
       "flops": s.flops["flops_per_example"] * step * s.examples_per_step,
       "flops_6n": s.flops["flops_per_example_6n"] * step * s.examples_per_step,
       "final_train_loss": float(np.mean(tail)) if tail else None,

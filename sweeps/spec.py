@@ -128,7 +128,7 @@ class TrainSpec(_Strict):
 # id, so turning one off lets the same trial resume from its checkpoint and finish.
 NOT_IN_ID = (("train", "stop_when_off_forecast"),)
 # Keys added after trials were first hashed are hashed only when set, so earlier trials keep their ids.
-HASHED_WHEN_SET = {("train", "inject_corruption_at_step"): None}
+HASHED_WHEN_SET = {("train", "inject_corruption_at_step"): None, ("data", "unique_tokens"): None}
 
 
 class MeshSpec(_Strict):
@@ -333,6 +333,12 @@ def check_trial(path, lines, trial: TrialSpec) -> None:
     data_inputs = trial.data.model_inputs(trial.train.seq_len)
   except data_registry.DataError as e:
     raise error_at(path, lines, ("data", e.key), str(e)) from None
+  unique = getattr(trial.data, "unique_tokens", None)
+  if unique is not None and unique // (trial.train.seq_len + 1) < trial.train.batch_size:
+    raise error_at(path, lines, ("data", "unique_tokens"), f"{unique} unique tokens make "
+                   f"{unique // (trial.train.seq_len + 1)} windows of seq_len + 1 = {trial.train.seq_len + 1}, fewer "
+                   f"than one batch of {trial.train.batch_size}; need at least "
+                   f"{trial.train.batch_size * (trial.train.seq_len + 1)}")
   if trial.train.horizon.epochs is not None and not trial.data.finite:
     raise error_at(path, lines, ("train", "horizon", "epochs"), f"data kind {trial.data.kind!r} has no fixed "
                    "training set to count epochs of; give examples or tokens")

@@ -19,8 +19,13 @@ class Batches:
   """Train and eval batches for one trial from a data config (a dict from the sweep YAML)."""
 
   def __init__(self, data_cfg: dict, seq_len: int, batch_size: int, seed: int):
-    self.source = registry.parse(data_cfg).open(seq_len)
+    schema = registry.parse(data_cfg)
+    self.source = schema.open(seq_len)
     self.info = self.source.info
+    self.unique = None  # With `unique_tokens`: the fixed training windows, repeated epoch after epoch.
+    if getattr(schema, "unique_tokens", None) is not None:
+      self.unique = unique_set(self.source, schema.unique_tokens, seq_len, batch_size)
+      self.info = {**self.info, "unique_tokens": int(self.unique.size)}
     self.features = self.source.features
     self.model_inputs = self.source.model_inputs
     self.entropy_floor = self.source.entropy_floor
@@ -28,6 +33,8 @@ class Batches:
 
   def train(self, step: int, rows=None) -> dict:
     """The batch of `step`; `rows` (a slice) draws only this host's rows of it."""
+    if self.unique is not None:
+      return {"tokens": self.unique[epoch_order(len(self.unique), self.seed, step, self.batch_size, rows)]}
     return self.source.draw(np.random.default_rng((self.seed, step)), self.batch_size, "train", rows)
 
   def shapes(self) -> dict:
@@ -47,7 +54,7 @@ class Batches:
     n_full = len(next(iter(fixed.values()))) // self.batch_size
     return [{k: v[i * self.batch_size:(i + 1) * self.batch_size] for k, v in fixed.items()} for i in range(n_full)]
 
-  def probe_train(self, n_examples: int) -> dict:
+  def probe_train(self, n_examples: int) -> dict:  # (never from the unique set: evaluators are not training)
     """Training-split examples for evaluators that fit on frozen features; the same for every seed."""
     return self.source.draw(np.random.default_rng((_PROBE_STREAM, 0)), n_examples, "train")
 
@@ -58,3 +65,31 @@ class Batches:
     tells how far the finite eval set's own sampling noise moves it.
     """
     return self.source.eval_set_floor(eval_batches)
+
+
+def unique_set(source, unique_tokens: int, seq_len: int, batch_size: int) -> np.ndarray:
+  """The fixed training set of a data-constrained trial: unique_tokens // (seq_len + 1) windows."""
+  n = unique_tokens // (seq_len + 1)
+  if n < batch_size:
+    raise registry.DataError("unique_tokens", f"{unique_tokens} unique tokens make {n} windows of seq_len + 1 = "
+                             f"{seq_len + 1}, fewer than one batch of {batch_size}; need at least "
+                             f"{batch_size * (seq_len + 1)}")
+  return np.asarray(source.unique_windows(n, seq_len + 1), np.int32)
+
+
+def epoch_order(n: int, seed: int, step: int, batch_size: int, rows=None) -> np.ndarray:
+  """Which of the n unique windows the rows of `step`'s batch are: each epoch is a fresh permutation of all n.
+
+  Example i = step * batch_size + row is window perm_e[i % n] of epoch e = i // n, so D tokens trained
+  are exactly D / unique_tokens epochs, and every window is seen once per epoch.
+  """
+  index = step * batch_size + np.arange(batch_size)
+  if rows is not None:
+    index = index[rows]
+  epochs = index // n
+  out = np.empty_like(index)
+  for epoch in np.unique(epochs):
+    order = np.random.default_rng((seed, registry.UNIQUE_STREAM, int(epoch))).permutation(n)
+    at = epochs == epoch
+    out[at] = order[index[at] % n]
+  return out

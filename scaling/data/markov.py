@@ -206,7 +206,7 @@ def _entropy(p) -> float:
 
 
 @registry.register
-class MarkovData(registry.DataSchema):
+class MarkovData(registry.TokenData):
   """Synthetic interpolated n-gram language; defaults are MarkovSpec's."""
   kind: Literal["markov"]
   vocab_size: int = pydantic.Field(MarkovSpec.vocab_size, ge=2, le=4096)
@@ -223,7 +223,7 @@ class MarkovData(registry.DataSchema):
     return self
 
   def language_spec(self) -> MarkovSpec:
-    return MarkovSpec(**{k: v for k, v in self.model_dump().items() if k != "kind"})
+    return MarkovSpec(**{k: v for k, v in self.model_dump().items() if k not in ("kind", "unique_tokens")})
 
   def model_inputs(self, seq_len: int) -> dict:
     return {"vocab_size": self.vocab_size, "seq_len": seq_len}

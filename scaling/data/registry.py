@@ -22,12 +22,14 @@ A Source draws batches as dicts of numpy arrays with a leading batch dimension:
                        the eval set is then drawn from a stream disjoint from training
   source.entropy_floor, source.eval_set_floor(batches)   Bayes-optimal loss, where known (else None)
 """
-from typing import ClassVar
+from typing import ClassVar, Optional
 
+import numpy as np
 import pydantic
 
 from scaling.lazy_registry import Registry
 
+UNIQUE_STREAM = 1 << 42  # The fixed training set of `unique_tokens`: disjoint from every other draw.
 _KINDS = Registry("data kind", ("scaling.data.markov", "scaling.data.text", "scaling.data.tfds_source",
                                 "scaling.data.idx", "scaling.data.tfds_images", "scaling.data.shapes"))
 
@@ -52,9 +54,22 @@ class DataSchema(pydantic.BaseModel):
     raise NotImplementedError
 
 
+class TokenData(DataSchema):
+  """Base of the language kinds: what they share.
+
+  unique_tokens: train on a fixed set of this many tokens, repeated (data-constrained scaling); the
+  eval set stays disjoint from it. A trial of D tokens then trains D / unique_tokens epochs.
+  """
+  unique_tokens: Optional[int] = pydantic.Field(None, ge=1)
+
+
 class Source:
   """Defaults for the optional parts of a source."""
   entropy_floor = None
+
+  def unique_windows(self, n: int, length: int) -> np.ndarray:
+    """A fixed set of n training windows of `length` tokens (for `unique_tokens`): fresh draws of a stream."""
+    return self.draw(np.random.default_rng(UNIQUE_STREAM), n, "train")["tokens"]
 
   def fixed_eval(self, n: int):
     return None

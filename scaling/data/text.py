@@ -41,6 +41,13 @@ class WindowSource(registry.Source):
     tokens = self.train_tokens if split == "train" else self.eval_tokens
     return {"tokens": random_windows(tokens, rng, n, self.seq_len + 1, f"{self._what}: {split} split", rows)}
 
+  def unique_windows(self, n: int, length: int) -> np.ndarray:
+    """The first n * length tokens of the train split, as n windows: a fixed set of unique tokens."""
+    if n * length > len(self.train_tokens):
+      raise registry.DataError("unique_tokens", f"{n * length} unique tokens, but the train split of {self._what} "
+                               f"has {len(self.train_tokens)}; at most that many")
+    return self.train_tokens[:n * length].reshape(n, length)
+
 
 MAX_TEXT_BYTES = 1 << 30  # A bigger corpus is refused rather than read for minutes into many GiB.
 _WHITESPACE = frozenset("\n\r\t\f\v")
@@ -126,7 +133,7 @@ class TextFile:
 
 
 @registry.register
-class TextData(registry.DataSchema):
+class TextData(registry.TokenData):
   """Character-level text file named by path."""
   kind: Literal["text"]
   path: str
@@ -134,6 +141,10 @@ class TextData(registry.DataSchema):
 
   def model_inputs(self, seq_len: int) -> dict:
     _, text = read_text(self.path, self.eval_fraction, seq_len)  # All checks; no tokenising.
+    train_chars = int(len(text) * (1 - self.eval_fraction))
+    if self.unique_tokens is not None and self.unique_tokens > train_chars:
+      raise registry.DataError("unique_tokens", f"{self.unique_tokens} unique tokens, but the train split of "
+                               f"{self.path} has {train_chars} characters; at most that many")
     return {"vocab_size": len(set(text)), "seq_len": seq_len}
 
   def open(self, seq_len: int):

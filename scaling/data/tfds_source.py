@@ -42,7 +42,7 @@ class TfdsNamed(registry.DataSchema):
 
 
 @registry.register
-class TfdsData(TfdsNamed):
+class TfdsData(TfdsNamed, registry.TokenData):
   """A TFDS dataset (ArrayRecord files) named by name, with a 1-D integer feature; read without TensorFlow."""
   kind: Literal["tfds"]
   feature: str = "tokens"
