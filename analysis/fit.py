@@ -611,7 +611,7 @@ def fit_many(law: laws.Law, x, ys, *, bootstrap: int = 0, seed: int = 0,
   ys = np.stack([y for _, y in checked])
   n_sets, n = ys.shape
   log_x = np.log(inputs)
-  log_scale = log_x.mean(1)
+  log_scale = laws.log_scale_of(law, log_x)
   log_x = log_x - log_scale[:, None]
   targets = np.log(ys) if law.target == "log" else ys
 

@@ -1,17 +1,23 @@
 """`python -m analysis fit`: fit a scaling law to a CSV and print one JSON object.
 
-  python -m analysis fit --csv FILE --law {power,chinchilla,saturating,bnsl,sigmoid,pure_power}
-      [--x COL] [--y COL] [--n COL] [--d COL] [--breaks K] [--drop-highest K]
-      [--bootstrap R] [--predict-at X[,X...]] [--seed S]
+  python -m analysis fit --csv FILE
+      --law {power,chinchilla,data_constrained,saturating,bnsl,sigmoid,pure_power}
+      [--x COL] [--y COL] [--n COL] [--d COL] [--u COL] [--breaks K]
+      [--drop-highest K] [--bootstrap R] [--predict-at X[,X...]] [--seed S]
 
 Columns default to params (--x and --n), tokens (--d) and loss (--y).
-Chinchilla reads --n and --d; the other laws read --x. --predict-at takes
-x values, or N:D pairs for chinchilla (e.g. 7e10:1.4e12). --drop-highest K
+Chinchilla reads --n and --d; data_constrained reads --n, --d and --u (unique
+tokens, no default: a tokens column says nothing about repetition); the other
+laws read --x. --predict-at takes x values, N:D pairs for chinchilla (e.g.
+7e10:1.4e12) or N:D:U triples for data_constrained. --drop-highest K
 drops the K rows with the highest y first (Besiroglu et al. drop the 5
 highest-loss Chinchilla runs). Laws and parameter names:
 
   power       L = E + A x^-alpha                                E, A, alpha
   chinchilla  L = E + A / N^alpha + B / D^beta                  E, A, B, alpha, beta
+  data_constrained (Muennighoff et al. 2023; analysis/laws.py)
+              L = E + A / N^alpha + B / D'^beta,                E, A, B, alpha, beta,
+              D' = U + U R* (1 - exp(-(D/U - 1) / R*))          R_D_star
   saturating  L = c + a (x + d)^-b                              a, b, c, d
   bnsl        y = a + b x^-c0 prod_i (1 + (x/d_i)^(1/f_i))^(-c_i f_i)
                                                                 a, b, c0, c1, d1, f1, ...
@@ -20,18 +26,24 @@ highest-loss Chinchilla runs). Laws and parameter names:
   pure_power  L = A x^-alpha                                    A, alpha
 
 Fitting (analysis/fit.py): chinchilla minimises the Huber loss (delta 1e-3) of
-log residuals, summed, with L-BFGS from the paper's 4500-start grid; the other
+log residuals, summed, with L-BFGS from the paper's 4500-start grid
+(data_constrained: the same, times 3 starts for R_D_star); the other
 laws minimise squared log residuals (sigmoid: squared residuals of y, which
 may be 0) with Levenberg-Marquardt from a data-scaled grid. --bootstrap
 defaults to 200 resamples.
 
 Output: {"law", "params": {name: value}, "ci": {name: [lo, hi]}, "objective",
 "n_points", "predictions": [y at each --predict-at], "prediction_ci":
-[[lo, hi], ...], "predict_at": [...]}. Intervals are 95% bootstrap
+[[lo, hi], ...], "predict_at": [...]}; data_constrained adds "derived":
+{"half_worth_epochs": epochs} and "derived_ci": {"half_worth_epochs": [lo, hi]},
+the epochs 1 + R_D_star ln 2 after which a repeated token is worth half a new
+one (its interval maps R_D_star's). Intervals are 95% bootstrap
 percentiles (null without --bootstrap). Bad input exits 2 with one line on
 stderr naming the file and the column or flag: among it, a CSV that is not
 UTF-8 text or is over 64 MiB or 100,000 rows, fewer distinct x values than
-the law has parameters, --breaks over 10, --bootstrap over 10,000.
+the law has parameters, --breaks over 10, --bootstrap over 10,000, and for
+data_constrained a missing --u or no row with D > U (no repeated data: R_D_star
+is not identifiable).
 """
 import argparse
 import io
@@ -44,7 +56,8 @@ import pandas as pd
 
 from analysis import fit, laws
 
-CHOICES = ("power", "chinchilla", "saturating", "bnsl", "sigmoid", "pure_power")
+CHOICES = ("power", "chinchilla", "data_constrained", "saturating", "bnsl",
+           "sigmoid", "pure_power")
 
 
 # Input bounds: a scaling-law fit has tens to thousands of points, and every
@@ -71,8 +84,12 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--law", required=True, choices=CHOICES)
   parser.add_argument("--x", default="params", help="x column (one-input laws)")
   parser.add_argument("--y", default="loss", help="y column")
-  parser.add_argument("--n", default="params", help="parameters column (chinchilla)")
-  parser.add_argument("--d", default="tokens", help="tokens column (chinchilla)")
+  parser.add_argument("--n", default="params",
+                      help="parameters column (chinchilla, data_constrained)")
+  parser.add_argument("--d", default="tokens",
+                      help="tokens column (chinchilla, data_constrained)")
+  parser.add_argument("--u", default=None,
+                      help="unique tokens column (data_constrained; required)")
   parser.add_argument("--breaks", type=int, default=1, help="breaks (bnsl)")
   parser.add_argument("--drop-highest", type=int, default=0,
                       help="drop the K rows with the highest y")
@@ -152,7 +169,7 @@ def _predict_points(text: str, law: laws.Law):
     except ValueError:
       raise UsageError(f"--predict-at: {item.strip()!r} is not a number") from None
     if len(values) != law.n_inputs:
-      form = "N:D pairs" if law.n_inputs == 2 else "single x values"
+      form = {1: "single x values", 2: "N:D pairs", 3: "N:D:U triples"}[law.n_inputs]
       raise UsageError(f"--predict-at: the {law.name} law takes {form}, got {item.strip()!r}")
     if not all(math.isfinite(v) and v > 0 for v in values):
       raise UsageError(f"--predict-at: {item.strip()!r} must be positive and finite")
@@ -166,6 +183,36 @@ def _fewer_breaks(law, args) -> str:
   """A hint for the bnsl law, whose parameters grow with --breaks."""
   return (f" (--breaks {args.breaks}: pass fewer)"
           if law.name == "bnsl" and args.breaks > 1 else "")
+
+
+def _input_columns(law, args, df) -> list:
+  """(column, flag) of each of the law's inputs, in the law's order."""
+  if law.n_inputs == 1:
+    return [(args.x, "--x")]
+  columns = [(args.n, "--n"), (args.d, "--d")]
+  if law.n_inputs == 3:
+    if args.u is None:
+      raise UsageError(f"--u: the {law.name} law needs the unique-tokens column "
+                       f"(pass --u COL; columns: {_column_list(df)})")
+    columns.append((args.u, "--u"))
+  return columns
+
+
+def _check_repetition(inputs, names, path):
+  """UsageError unless some row repeats data (D > U): without one, every D'
+  is D and R_D_star, the worth of a repeated token, is not identifiable."""
+  tokens, unique_tokens = inputs[1], inputs[2]
+  if not (tokens > unique_tokens).any():
+    raise UsageError(f"{path}: no row repeats data ({names[1]} <= {names[2]} in "
+                     f"every row): R_D_star is not identifiable without runs "
+                     "trained for more than one epoch")
+
+
+def _half_worth(result) -> dict:
+  """half_worth_epochs and its interval, from R_D_star's bootstrap fits."""
+  value, lo, hi = result.interval(lambda p: laws.half_worth_epochs(p["R_D_star"]))
+  return {"derived": {"half_worth_epochs": _json_number(value)},
+          "derived_ci": {"half_worth_epochs": [_json_number(lo), _json_number(hi)]}}
 
 
 def _json_number(value):
@@ -193,10 +240,7 @@ def run(argv) -> dict:
   df = _read_csv(path)
 
   y = _column(df, args.y, "--y", path)
-  if law.n_inputs == 2:
-    columns = [(args.n, "--n"), (args.d, "--d")]
-  else:
-    columns = [(args.x, "--x")]
+  columns = _input_columns(law, args, df)
   inputs = np.stack([_column(df, name, flag, path) for name, flag in columns])
   for (name, flag), values in zip(columns, inputs):
     if (values <= 0).any():
@@ -219,6 +263,8 @@ def run(argv) -> dict:
     raise UsageError(f"{path}: column {args.y!r} (--y) is constant ({y[0]:g}); "
                      f"a {law.name} law cannot be fitted to it")
   names = [f"{name!r} ({flag})" for name, flag in columns]
+  if law is laws.DATA_CONSTRAINED:
+    _check_repetition(inputs, names, path)
   problem = fit.distinct_inputs_problem(law, inputs, names)
   if problem:
     raise UsageError(f"{path}: {problem}{_fewer_breaks(law, args)}")
@@ -244,6 +290,8 @@ def run(argv) -> dict:
       out["prediction_ci"] = [[_json_number(a), _json_number(b)] for a, b in zip(lo, hi)]
     else:
       out["prediction_ci"] = [[None, None] for _ in echo]
+  if law is laws.DATA_CONSTRAINED:
+    out.update(_half_worth(result))
   out["params"] = {k: _json_number(v) for k, v in out["params"].items()}
   out["objective"] = _json_number(out["objective"])
   return out

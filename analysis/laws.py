@@ -47,6 +47,10 @@ class Law:
   target: str = "log"
   loss: str = "squared"  # "squared": sum of r^2 / 2; "huber": sum of Huber_delta(r)
   huber_delta: float = 1e-3
+  # (log x raw [k, n]) -> log x_scale [k], or None for each input's own mean.
+  # A law whose formula uses a ratio of two inputs (tokens / unique tokens)
+  # centres both by one scale, which keeps the ratio exact in fit space.
+  centring: Callable | None = None
 
   @property
   def n_params(self) -> int:
@@ -68,6 +72,11 @@ class Law:
     return from_target(self, f[0])
 
 
+def log_scale_of(law: Law, log_x: np.ndarray) -> np.ndarray:
+  """log x_scale [k] by which the fitter centres raw log inputs [k, n]."""
+  return log_x.mean(1) if law.centring is None else law.centring(log_x)
+
+
 def from_target(law: Law, f: np.ndarray) -> np.ndarray:
   """Maps a law's output (log y or y) to y."""
   return np.exp(f) if law.target == "log" else f
@@ -75,21 +84,23 @@ def from_target(law: Law, f: np.ndarray) -> np.ndarray:
 
 # Input handling ----------------------------------------------------------------
 
-# Names under which callers pass the inputs of two-input laws (CSV columns,
+# Names under which callers pass the inputs of multi-input laws (CSV columns,
 # DataFrame columns, dict keys). Matched case-insensitively.
 _INPUT_ALIASES = {
     "n_params": ("n_params", "params", "n", "parameters", "model_size",
                  "n_params_non_embedding", "params_non_embedding", "num_params"),
     "tokens": ("tokens", "d", "n_tokens", "tokens_seen", "data", "num_tokens"),
+    "unique_tokens": ("unique_tokens", "u", "unique", "u_d", "unique_data",
+                      "n_unique_tokens", "num_unique_tokens"),
 }
 
 
 def as_inputs(law: Law, x) -> np.ndarray:
   """Raw inputs as float array [n_inputs, n_points].
 
-  x: 1-D array for one-input laws; for two-input laws a dict/DataFrame keyed by
-  input name (or an alias like 'params'/'N', 'tokens'/'D'), or a 2-D array of
-  shape [n, 2] or [2, n].
+  x: 1-D array for one-input laws; for k-input laws a dict/DataFrame keyed by
+  input name (or an alias like 'params'/'N', 'tokens'/'D', 'unique_tokens'/'U'),
+  or a 2-D array of shape [n, k] or [k, n].
   """
   if law.n_inputs == 1:
     if isinstance(x, Mapping) or hasattr(x, "columns"):
@@ -274,6 +285,126 @@ CHINCHILLA = Law(
     starts=_chinchilla_starts,
     loss="huber",
     huber_delta=1e-3,
+)
+
+
+# Data-constrained (Muennighoff et al. 2023): Chinchilla in effective data D' ----
+#
+# What is implemented: the paper's D-side law, L = E + A / N^alpha + B / D'^beta,
+# with N' = N. The paper also discounts parameters beyond N_opt(U_D), the
+# compute-optimal size for the unique data (U_N = min(N, N_opt(U_D)), its
+# R*_N = 5.3). That term is left out: N_opt depends on the fitted A, B, alpha,
+# beta themselves and enters through a min, so it is neither a function of the
+# inputs alone nor smooth in the parameters. The law is therefore the paper's
+# exactly for models no larger than compute-optimal for their unique data
+# (there U_N = N, R_N = 0), and for larger ones it charges excess parameters
+# nothing; fit it to such runs and A, alpha absorb the discount instead.
+
+def effective_data(tokens, unique_tokens, r_star):
+  """Effective data D' (tokens) of D tokens drawn from U unique ones.
+
+  D' = U + U R* (1 - exp(-R_D / R*)), R_D = D / U - 1 the epochs repeated
+  beyond the first (Muennighoff et al. 2023, eq. 5); D' = D when D <= U. Each
+  repeated token is worth exp(-R_D / R*) of a new one, so D' rises from D at
+  the first repeat to U (1 + R*) as R_D -> infinity.
+  """
+  tokens, unique_tokens = np.asarray(tokens, float), np.asarray(unique_tokens, float)
+  repeats = np.maximum(tokens / unique_tokens - 1.0, 0.0)
+  gained = r_star * -np.expm1(-repeats / r_star)
+  return np.where(repeats > 0, unique_tokens * (1.0 + gained), tokens)
+
+
+def half_worth_epochs(r_star):
+  """Epochs after which one more repeated token is worth half a new one.
+
+  dD'/dD = exp(-R_D / R*) = 1/2 at R_D = R* ln 2, i.e. 1 + R* ln 2 epochs.
+  """
+  return 1.0 + np.asarray(r_star, dtype=float) * np.log(2.0)
+
+
+def _log_effective_data(log_d, log_u, log_r_star):
+  """(log D', dlog D'/dlog R*) with D and U in one unit (shared centring)."""
+  repeats = np.maximum(np.exp(log_d - log_u) - 1.0, 0.0)
+  r_star = np.exp(log_r_star)
+  decay = np.exp(-repeats / r_star)
+  gained = r_star * -np.expm1(-repeats / r_star)
+  repeated = repeats > 0
+  log_dprime = np.where(repeated, log_u + np.log1p(gained), log_d)
+  # d gained / d log R* = R* (1 - decay) - R_D decay = gained - R_D decay.
+  slope = np.where(repeated, (gained - repeats * decay) / (1.0 + gained), 0.0)
+  return log_dprime, slope
+
+
+def _data_constrained_model(theta, log_x):
+  """log L = LSE(e, a - alpha log N, b - beta log D'), as _chinchilla_model
+  with log D' in place of log D; theta = (e, a, b, alpha, beta, log R*)."""
+  e, a, b, alpha, beta, log_r_star = _columns(theta, 6)
+  log_n, log_d, log_u = log_x
+  log_dprime, dprime_slope = _log_effective_data(log_d, log_u, log_r_star)
+  floor = np.exp(e)
+  term_n = np.exp(a - alpha * log_n)
+  term_d = np.exp(b - beta * log_dprime)
+  total = floor + term_n + term_d
+  share_n, share_d = term_n / total, term_d / total
+  return np.log(total), [floor / total, share_n, share_d, -share_n * log_n,
+                         -share_d * log_dprime, -share_d * beta * dprime_slope]
+
+
+def _data_constrained_centring(log_x):
+  """N by its own geometric mean; D and U by one shared scale, so that
+  D / U (the epochs) is the same in fit space as in raw units."""
+  shared = 0.5 * (log_x[1].mean() + log_x[2].mean())
+  return np.array([log_x[0].mean(), shared, shared])
+
+
+# Starts for R*: a few epochs' worth to many (the paper fits R*_D = 15.4).
+_R_STAR_STARTS = (2.0, 10.0, 50.0)
+
+
+def _data_constrained_starts(log_x, y, log_scale):
+  """Chinchilla's grid (4500) times _R_STAR_STARTS: 13,500 starts."""
+  chinchilla = _chinchilla_starts(log_x, y, log_scale[:2])
+  log_r = np.log(_R_STAR_STARTS)
+  return np.concatenate([np.repeat(chinchilla, len(log_r), axis=0),
+                         np.tile(log_r, len(chinchilla))[:, None]], axis=1)
+
+
+def _data_constrained_bounds(log_x, y):
+  """R* in [0.01, 100 max(R_D)]: below, repeated data are worth nothing and
+  D' = U for all practical purposes; above, D' is within 0.5% of D at every
+  point and R* no longer moves the fit. The other parameters are free."""
+  max_repeats = np.max(np.exp(log_x[1] - log_x[2])) - 1.0
+  lower = np.full(6, -np.inf)
+  upper = np.full(6, np.inf)
+  lower[5] = np.log(1e-2)
+  upper[5] = np.log(max(100.0 * max_repeats, 1.0))
+  return lower, upper
+
+
+def _data_constrained_to_params(theta, log_scale):
+  return np.concatenate([_chinchilla_to_params(theta[:, :5], log_scale[:2]),
+                         np.exp(theta[:, 5:6])], axis=1)
+
+
+def _data_constrained_from_params(params, log_scale):
+  return np.concatenate([_chinchilla_from_params(params[:, :5], log_scale[:2]),
+                         np.log(params[:, 5:6])], axis=1)
+
+
+DATA_CONSTRAINED = Law(
+    name="data_constrained",
+    formula=("L = E + A / N^alpha + B / D'^beta, "
+             "D' = U + U R_D_star (1 - exp(-(D / U - 1) / R_D_star))"),
+    param_names=("E", "A", "B", "alpha", "beta", "R_D_star"),
+    input_names=("n_params", "tokens", "unique_tokens"),
+    model=_data_constrained_model,
+    to_params=_data_constrained_to_params,
+    from_params=_data_constrained_from_params,
+    starts=_data_constrained_starts,
+    bounds=_data_constrained_bounds,
+    loss="huber",
+    huber_delta=1e-3,
+    centring=_data_constrained_centring,
 )
 
 
@@ -502,7 +633,8 @@ SIGMOID = Law(
 
 
 LAWS = {law.name: law for law in
-        (POWER, PURE_POWER, CHINCHILLA, SATURATING, BNSL, SIGMOID)}
+        (POWER, PURE_POWER, CHINCHILLA, DATA_CONSTRAINED, SATURATING, BNSL,
+         SIGMOID)}
 
 
 def get(name: str, breaks: int = 1) -> Law:
