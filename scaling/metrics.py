@@ -24,11 +24,18 @@ MAX_LINE_BYTES = 2**20  # a metrics row is under a kilobyte
 
 def write_json_atomic(path: str, obj) -> None:
   """Writes via a temporary file and rename: readers never see half a file, and a failed write leaves none."""
+  def write(f):
+    json.dump(obj, f, indent=2, sort_keys=True, default=_jsonable)
+    f.write("\n")
+  _replace_atomically(path, write)
+
+
+def _replace_atomically(path: str, write) -> None:
+  """Replaces `path` with what write(text file) writes: a synced temporary file renamed over it, or nothing."""
   tmp = f"{path}.tmp{os.getpid()}"
   try:
     with open(tmp, "w") as f:
-      json.dump(obj, f, indent=2, sort_keys=True, default=_jsonable)
-      f.write("\n")
+      write(f)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -200,17 +207,7 @@ def truncate_metrics(path: str, last_step: int) -> int:
   if damaged:
     shutil.copy2(path, _damaged_copy_name(path))
   rows = [r for r in rows if r["step"] <= last_step]
-  tmp = f"{path}.tmp{os.getpid()}"
-  try:
-    with open(tmp, "w") as f:
-      for row in rows:
-        f.write(json.dumps(row) + "\n")
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    _remove_quietly(tmp)
-    raise
+  _replace_atomically(path, lambda f: f.writelines(json.dumps(row) + "\n" for row in rows))
   return damaged
 
 

@@ -80,20 +80,6 @@ def test_a_repeated_token_is_worth_half_a_new_one_at_half_worth_epochs():
 
 # The law object ------------------------------------------------------------------
 
-def test_partials_match_finite_differences():
-  rng = np.random.default_rng(0)
-  log_x = rng.normal(size=(3, 25)) * 2.0  # Rows both below and above 1 epoch.
-  theta = rng.normal(size=(3, LAW.n_params)) * 0.5
-  f, partials = LAW.model(theta, log_x)
-  assert f.shape == (3, 25) and len(partials) == LAW.n_params
-  for p in range(LAW.n_params):
-    step = np.zeros(LAW.n_params)
-    step[p] = 1e-6
-    numeric = (LAW.model(theta + step, log_x)[0] - LAW.model(theta - step, log_x)[0]) / 2e-6
-    np.testing.assert_allclose(np.broadcast_to(partials[p], f.shape), numeric,
-                               rtol=1e-5, atol=1e-7, err_msg=LAW.param_names[p])
-
-
 def test_centred_model_is_the_raw_formula():
   """D and U share one scale, so the fit-space law equals the written formula
   with D' from effective_data, and the parameter maps invert each other."""
