@@ -434,7 +434,9 @@ def _train(config, run_dir, progress, runtime, previous_mesh, timeline) -> dict:
   last_checkpoint_time = time.time()
   status, reason = "done", None
   # Where the curve is checked against its forecast (train.stop_when_off_forecast): every tenth of the run.
+  # Checked at the first flush at or past each tenth (flushes come every flush_every steps, not on the tenths).
   health_check_every = max(s.steps // 10, 1) if train_cfg["stop_when_off_forecast"] else 0
+  next_health_check = (start_step // health_check_every + 1) * health_check_every if health_check_every else None
 
   def progress_so_far(step):
     return {"step": step, "examples": step * s.examples_per_step, "tokens": step * s.tokens_per_step}
@@ -492,7 +494,8 @@ def _train(config, run_dir, progress, runtime, previous_mesh, timeline) -> dict:
         timeline.add("steps", time.time() - steps_clock)
         timeline.reached(step)
         steps_clock = time.time()
-        if health_check_every and step % health_check_every == 0 and not is_last:
+        if next_health_check is not None and step >= next_health_check and not is_last:
+          next_health_check = (step // health_check_every + 1) * health_check_every
           with timed("eval"):
             health = _health(metrics_path, s.steps) if writer_process else None
           if distributed.agree(health is not None and health.stops):  # Process 0 read the curve; all stop.

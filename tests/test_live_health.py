@@ -107,3 +107,16 @@ def test_turning_the_option_off_resumes_the_flagged_trial_to_the_end(flagged):
   assert result.returncode == 0 and "2/2 trials done" in result.stdout, result.stdout + result.stderr[-2000:]
   corrupted = _summaries(sweep_dir)[250]
   assert corrupted["status"] == "done" and corrupted["steps"] == 400 and corrupted["resumed_from_step"] == 280
+
+
+def test_the_check_runs_at_the_first_flush_past_each_tenth(tmp_path):
+  # Flushes every 3 steps (counted from the last flush, which checkpoints also cause) rarely land on the tenths
+  # (multiples of 40); the check past step 280 comes at the first flush within 3 steps of it.
+  sweep = SWEEP.format(stop="true").replace("[null, 250]", "250").replace(
+      "checkpoint_every: 100}", "checkpoint_every: 100, flush_every: 3}")
+  path = write(tmp_path, "health.yaml", sweep)
+  result = _run(path, str(tmp_path / "runs"))
+  assert result.returncode == 0, result.stderr[-3000:]
+  (trial,) = json.load(open(tmp_path / "runs" / "health" / "sweep.json"))["trials"]
+  summary = json.load(open(tmp_path / "runs" / "health" / trial["id"] / "summary.json"))
+  assert summary["status"] == "flagged" and 280 <= summary["steps"] < 283, summary.get("reason")
