@@ -14,4 +14,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  from scaling import logs
+  sys.exit(logs.exit_code(main))

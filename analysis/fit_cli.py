@@ -2,7 +2,8 @@
 
   python -m analysis fit --csv FILE
       --law {power,chinchilla,data_constrained,saturating,bnsl,sigmoid,pure_power}
-      [--x COL] [--y COL] [--n COL] [--d COL] [--u COL] [--breaks K]
+      [--x COL] [--y COL] [--n COL] [--d COL] [--u COL] [--tokens-per-param R]
+      [--breaks K]
       [--drop-highest K] [--bootstrap R] [--predict-at X[,X...]] [--seed S]
 
 Columns default to params (--x and --n), tokens (--d) and loss (--y).
@@ -18,6 +19,11 @@ highest-loss Chinchilla runs). Laws and parameter names:
   data_constrained (Muennighoff et al. 2023; analysis/laws.py)
               L = E + A / N^alpha + B / D'^beta,                E, A, B, alpha, beta,
               D' = U + U R* (1 - exp(-(D/U - 1) / R*))          R_D_star
+    with --tokens-per-param R, the paper's full law (data_constrained_full):
+              N' = U_N + U_N R_N* (1 - exp(-(N/U_N - 1) / R_N*)),  ... R_N_star
+              U_N = min(N, U / R): the compute-optimal size for the unique
+              tokens (Chinchilla: R ~ 20); models larger than U_N get less
+              from their excess parameters
   saturating  L = c + a (x + d)^-b                              a, b, c, d
   bnsl        y = a + b x^-c0 prod_i (1 + (x/d_i)^(1/f_i))^(-c_i f_i)
                                                                 a, b, c0, c1, d1, f1, ...
@@ -27,7 +33,9 @@ highest-loss Chinchilla runs). Laws and parameter names:
 
 Fitting (analysis/fit.py): chinchilla minimises the Huber loss (delta 1e-3) of
 log residuals, summed, with L-BFGS from the paper's 4500-start grid
-(data_constrained: the same, times 3 starts for R_D_star); the other
+(data_constrained: the same, times 3 starts for R_D_star; with
+--tokens-per-param a coarser 972-point grid times 3 x 2 starts for R_D_star
+and R_N_star); the other
 laws minimise squared log residuals (sigmoid: squared residuals of y, which
 may be 0) with Levenberg-Marquardt from a data-scaled grid. --bootstrap
 defaults to 200 resamples.
@@ -43,7 +51,7 @@ stderr naming the file and the column or flag: among it, a CSV that is not
 UTF-8 text or is over 64 MiB or 100,000 rows, fewer distinct x values than
 the law has parameters, --breaks over 10, --bootstrap over 10,000, and for
 data_constrained a missing --u or no row with D > U (no repeated data: R_D_star
-is not identifiable).
+is not identifiable), and with --tokens-per-param no row with N > U_N.
 """
 import argparse
 import io
@@ -90,6 +98,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="tokens column (chinchilla, data_constrained)")
   parser.add_argument("--u", default=None,
                       help="unique tokens column (data_constrained; required)")
+  parser.add_argument("--tokens-per-param", type=float, default=None,
+                      help="data_constrained: also discount parameters beyond "
+                           "U_N = min(N, U / R) (the paper's R*_N term)")
   parser.add_argument("--breaks", type=int, default=1, help="breaks (bnsl)")
   parser.add_argument("--drop-highest", type=int, default=0,
                       help="drop the K rows with the highest y")
@@ -157,8 +168,10 @@ def _column(df: pd.DataFrame, name: str, flag: str, path: str) -> np.ndarray:
   return values
 
 
-def _predict_points(text: str, law: laws.Law):
-  """--predict-at as an input array [n_inputs, m] and a JSON-able echo."""
+def _predict_points(text: str, law: laws.Law, n_given=None):
+  """--predict-at as an input array [n_given, m] and a JSON-able echo; n_given:
+  the values each point gives (default: the law's inputs)."""
+  n_given = n_given or law.n_inputs
   if not text.strip():
     return None, []
   points = []
@@ -168,14 +181,14 @@ def _predict_points(text: str, law: laws.Law):
       values = [float(p) for p in parts]
     except ValueError:
       raise UsageError(f"--predict-at: {item.strip()!r} is not a number") from None
-    if len(values) != law.n_inputs:
-      form = {1: "single x values", 2: "N:D pairs", 3: "N:D:U triples"}[law.n_inputs]
+    if len(values) != n_given:
+      form = {1: "single x values", 2: "N:D pairs", 3: "N:D:U triples"}[n_given]
       raise UsageError(f"--predict-at: the {law.name} law takes {form}, got {item.strip()!r}")
     if not all(math.isfinite(v) and v > 0 for v in values):
       raise UsageError(f"--predict-at: {item.strip()!r} must be positive and finite")
     points.append(values)
   points = np.array(points).T
-  echo = points[0].tolist() if law.n_inputs == 1 else points.T.tolist()
+  echo = points[0].tolist() if n_given == 1 else points.T.tolist()
   return points, echo
 
 
@@ -190,7 +203,7 @@ def _input_columns(law, args, df) -> list:
   if law.n_inputs == 1:
     return [(args.x, "--x")]
   columns = [(args.n, "--n"), (args.d, "--d")]
-  if law.n_inputs == 3:
+  if law.n_inputs >= 3:
     if args.u is None:
       raise UsageError(f"--u: the {law.name} law needs the unique-tokens column "
                        f"(pass --u COL; columns: {_column_list(df)})")
@@ -236,12 +249,21 @@ def run(argv) -> dict:
   if args.seed < 0:
     raise UsageError("--seed: must be 0 or more")
   law = laws.get(args.law, breaks=args.breaks)
+  ratio = args.tokens_per_param
+  if ratio is not None:
+    if law is not laws.DATA_CONSTRAINED:
+      raise UsageError(f"--tokens-per-param: only the data_constrained law takes it, not {args.law}")
+    if not (math.isfinite(ratio) and ratio > 0):
+      raise UsageError(f"--tokens-per-param {ratio:g}: must be a positive number")
+    law = laws.DATA_CONSTRAINED_FULL
   path = args.csv
   df = _read_csv(path)
 
   y = _column(df, args.y, "--y", path)
   columns = _input_columns(law, args, df)
   inputs = np.stack([_column(df, name, flag, path) for name, flag in columns])
+  if ratio is not None:  # U_N, the fourth input, from N and U
+    inputs = np.vstack([inputs, laws.unique_params(inputs[0], inputs[2], ratio)])
   for (name, flag), values in zip(columns, inputs):
     if (values <= 0).any():
       raise UsageError(f"{path}: column {name!r} ({flag}) must be positive, "
@@ -263,15 +285,22 @@ def run(argv) -> dict:
     raise UsageError(f"{path}: column {args.y!r} (--y) is constant ({y[0]:g}); "
                      f"a {law.name} law cannot be fitted to it")
   names = [f"{name!r} ({flag})" for name, flag in columns]
-  if law is laws.DATA_CONSTRAINED:
+  if ratio is not None:
+    names.append(f"U_N = min({args.n}, {args.u} / {ratio:g})")
+  if law in (laws.DATA_CONSTRAINED, laws.DATA_CONSTRAINED_FULL):
     _check_repetition(inputs, names, path)
+  if ratio is not None and not (inputs[0] > inputs[3] * (1 + 1e-9)).any():
+    raise UsageError(f"{path}: no row has more parameters than U_N = {args.u} / {ratio:g} "
+                     f"(--tokens-per-param): R_N_star is not identifiable without excess parameters")
   problem = fit.distinct_inputs_problem(law, inputs, names)
   if problem:
     raise UsageError(f"{path}: {problem}{_fewer_breaks(law, args)}")
   if args.bootstrap * y.size > MAX_BOOTSTRAP_CELLS:
     raise UsageError(f"--bootstrap {args.bootstrap}: too many resamples for {y.size} "
                      f"rows (at most {MAX_BOOTSTRAP_CELLS // y.size}) in {path}")
-  points, echo = _predict_points(args.predict_at, law)
+  points, echo = _predict_points(args.predict_at, law, n_given=3 if ratio is not None else None)
+  if points is not None and ratio is not None:
+    points = np.vstack([points, laws.unique_params(points[0], points[2], ratio)])
 
   try:
     result = fit.fit_law(law, inputs, y, bootstrap=args.bootstrap, seed=args.seed)
@@ -290,8 +319,10 @@ def run(argv) -> dict:
       out["prediction_ci"] = [[_json_number(a), _json_number(b)] for a, b in zip(lo, hi)]
     else:
       out["prediction_ci"] = [[None, None] for _ in echo]
-  if law is laws.DATA_CONSTRAINED:
+  if law in (laws.DATA_CONSTRAINED, laws.DATA_CONSTRAINED_FULL):
     out.update(_half_worth(result))
+  if ratio is not None:
+    out["tokens_per_param"] = ratio
   out["params"] = {k: _json_number(v) for k, v in out["params"].items()}
   out["objective"] = _json_number(out["objective"])
   return out

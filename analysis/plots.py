@@ -167,3 +167,61 @@ def objectives_vs(path, curves, summary, x_column):
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
+
+
+def loss_vs_epochs(path, rows, groups, predict, entropy_floor=None, loss_unit="nats/token"):
+  """Data-constrained trials (analysis/data_constrained.py's tables; every point is one of their rows).
+
+  Left: loss against epochs at fixed compute, one line per (size, D), with the fitted law (dashed) along
+  U = D / epochs. Right: loss against D for each (size, U), the law (solid) and, dotted, what the law
+  says the same D would give as fresh data (D' = D). predict(N, D, U): the fitted law, or None.
+  """
+  fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+  sizes = sorted(rows.params.unique())
+  colors = dict(zip(sizes, plt.cm.viridis(np.linspace(0, 0.9, max(len(sizes), 1)))))
+  drawn = list(rows.final_eval_loss)
+  labelled = set()
+  for _, g in groups.groupby("group", sort=True) if len(groups) else ():
+    n, d = g.params.iloc[0], g.tokens.iloc[0]
+    left.plot(g.epochs, g.final_eval_loss, "o-", color=colors[n], lw=1, ms=4,
+              label=None if n in labelled else f"{n:,.0f} params")
+    labelled.add(n)
+    left.annotate(f"D={d:.3g}", (g.epochs.iloc[-1], g.final_eval_loss.iloc[-1]), fontsize=6, color=colors[n],
+                  xytext=(3, 0), textcoords="offset points", va="center")
+    if predict is not None:
+      epochs = np.geomspace(g.epochs.min(), g.epochs.max(), 60)
+      left.plot(epochs, predict(np.full_like(epochs, n), np.full_like(epochs, d), d / epochs),
+                ls="--", color=colors[n], lw=1)
+  left.set_xscale("log", base=2)
+  left.set_xlabel("epochs (D / U) at fixed compute")
+  left.set_ylabel(f"final eval loss ({loss_unit})")
+  left.set_title("Loss vs epochs at fixed compute (dashed: fitted law)", fontsize=9)
+  rows = rows.assign(u=[float(f"{v:.6g}") for v in rows.unique])  # One U per budget, float noise aside.
+  uniques = sorted(rows.u.unique())
+  styles = dict(zip(uniques, ["o", "s", "^", "D", "v", "P", "X", "*"] * 8))
+  for (n, u), g in rows.groupby(["params", "u"], sort=True):
+    g = g.sort_values("tokens")
+    right.scatter(g.tokens, g.final_eval_loss, color=colors[n], marker=styles[u], zorder=3, s=18)
+    if predict is not None and len(g) > 1:
+      d = np.geomspace(g.tokens.min(), g.tokens.max(), 60)
+      right.plot(d, predict(np.full_like(d, n), d, np.full_like(d, u)), color=colors[n], lw=1)
+  if predict is not None:
+    for n in sizes:
+      d = np.geomspace(rows.tokens.min(), rows.tokens.max(), 60)
+      right.plot(d, predict(np.full_like(d, n), d, d), color=colors[n], lw=1, ls=":")
+  for u in uniques:
+    right.scatter([], [], color="gray", marker=styles[u], label=f"U = {u:,.0f}")
+  for n in sizes:
+    right.plot([], [], color=colors[n], label=f"{n:,.0f} params")
+  right.set_xscale("log")
+  right.set_xlabel("tokens trained D")
+  right.set_ylabel(f"final eval loss ({loss_unit})")
+  right.set_title("Loss vs D per unique budget (solid: law; dotted: same D, all fresh)", fontsize=9)
+  for ax in (left, right):
+    _floor(ax, entropy_floor)
+    _limit_y(ax, drawn, entropy_floor)
+    ax.legend(fontsize=7, loc="upper right")
+    ax.grid(alpha=0.3, which="both")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)

@@ -3,7 +3,9 @@
 Writes SWEEP_DIR/analysis/: trials.csv and steps.csv (the DataFrames behind
 every number), fits.json, loss_vs_compute.png, loss_vs_params.png, report.md.
 A sweep of several objectives gets these per objective (`loss_vs_params_<objective>.png`)
-and objectives_vs_params.png / objectives_vs_compute.png (analysis/objectives.py).
+and objectives_vs_params.png / objectives_vs_compute.png (analysis/objectives.py). A sweep
+that repeats data (`data.unique_tokens`) gets the data-constrained law and loss_vs_epochs.png
+(analysis/data_constrained.py).
 """
 import argparse
 import os
@@ -14,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import backtest as backtest_lib
+from analysis import data_constrained
 from analysis import fit as fit_lib
 from analysis import fit_plots, laws, plots
 from analysis import forecast as forecast_lib
@@ -108,14 +111,17 @@ def _fits_json(group) -> dict:
   return {c: (f.to_dict() if f is not None else {"error": group["fit_errors"][c]}) for c, f in group["fits"].items()}
 
 
-def analyze(directory, params_column="params_non_embedding", compute_column="flops", bootstrap=200) -> dict:
+def analyze(directory, params_column="params_non_embedding", compute_column="flops", bootstrap=200,
+            tokens_per_param=None) -> dict:
   """Writes SWEEP_DIR/analysis/ and returns what fits.json holds (plus the report's path).
 
   One objective (or sweeps that predate the `objective` column): fits, backtest and plots of
   the final eval loss. Several: the same per objective (fits.json's "fits", "backtest",
   "entropy_floor", "eval_set_floor" keyed by objective; "group_by": "objective"), never
   mixing losses of different units. Several objectives, or one that logs a downstream error,
-  add "objectives" (analysis/objectives.py) and objectives_vs_{params,compute}.png.
+  add "objectives" (analysis/objectives.py) and objectives_vs_{params,compute}.png. Trials that
+  repeated data add "data_constrained" and loss_vs_epochs.png; tokens_per_param, if given, fits
+  the full law with its excess-parameter term (U_N = U / tokens_per_param).
   """
   results = load_sweep(directory)
   out_dir = os.path.join(directory, "analysis")
@@ -173,6 +179,10 @@ def analyze(directory, params_column="params_non_embedding", compute_column="flo
     summary["objectives"], curves = objectives_lib.analyze(done, params_column, compute_column, bootstrap)
     for column, name in ((params_column, "objectives_vs_params.png"), (compute_column, "objectives_vs_compute.png")):
       plots.objectives_vs(os.path.join(out_dir, name), curves, summary["objectives"], column)
+  if data_constrained.applies(done):
+    summary["data_constrained"], drawn = data_constrained.analyze(done, params_column, bootstrap, tokens_per_param)
+    plots.loss_vs_epochs(os.path.join(out_dir, "loss_vs_epochs.png"), drawn["rows"], drawn["groups"], drawn["predict"],
+                         _shared_value(done, "entropy_floor"), objectives_lib.unit_of(done))
   metrics_lib.write_json_atomic(os.path.join(out_dir, "fits.json"), summary)
   with open(os.path.join(out_dir, "report.md"), "w") as f:
     f.write(_markdown(summary, done, excluded, fitted, params_column, spent))
@@ -261,6 +271,10 @@ def _markdown(summary, done, excluded, fitted, params_column, spent) -> str:
     lines += [""] + objectives_lib.markdown(summary["objectives"])
     lines.pop()
     files.append("`objectives_vs_params.png`, `objectives_vs_compute.png`")
+  if "data_constrained" in summary:
+    lines += [""] + data_constrained.markdown(summary["data_constrained"])
+    lines.pop()
+    files.append("`loss_vs_epochs.png`")
   if summary["curve_flags"]:
     lines += ["", "## Learning curves: forecast from the first half, checked against the second", "",
               "| trial | flag | why |", "|---|---|---|"]
@@ -297,9 +311,13 @@ def main(argv=None) -> int:
   parser.add_argument("--compute", default="flops", choices=["flops", "flops_6n"],
                       help="compute convention: exact per-layer count with attention, or 6N")
   parser.add_argument("--bootstrap", type=int, default=200)
+  parser.add_argument("--tokens-per-param", type=float, default=None,
+                      help="data-constrained sweeps: also fit the excess-parameter term, with U_N = U / R")
   args = parser.parse_args(argv)
+  if args.tokens_per_param is not None and not (np.isfinite(args.tokens_per_param) and args.tokens_per_param > 0):
+    parser.error(f"--tokens-per-param {args.tokens_per_param:g}: must be a positive number")
   try:
-    summary = analyze(args.sweep_dir, args.params, args.compute, args.bootstrap)
+    summary = analyze(args.sweep_dir, args.params, args.compute, args.bootstrap, args.tokens_per_param)
   except LoadError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -315,6 +333,18 @@ def main(argv=None) -> int:
         print(f"{prefix}fit vs {column}: E={p['E']:.4f} [{ci['E'][0]:.4f}, {ci['E'][1]:.4f}] "
               f"alpha={p['alpha']:.4f} [{ci['alpha'][0]:.4f}, {ci['alpha'][1]:.4f}]")
     print(prefix + _backtest_line(pick("backtest"), pick("entropy_floor")))
+  repeated = summary.get("data_constrained", {})
+  if "fit" in repeated:
+    r_star, half = repeated["fit"], repeated["half_worth_epochs"]
+    lo, hi = r_star["ci"]["R_D_star"]
+    top = (lambda v: "no upper bound") if repeated["r_star_unbounded_above"] else (lambda v: f"{v:.3g}")
+    print(f"data-constrained: R_D_star={r_star['params']['R_D_star']:.3g} [{lo:.3g}, {top(hi)}] "
+          f"(paper {data_constrained.PAPER['R_D_star']:g}); a repeated token is worth half a new one after "
+          f"{half['value']:.3g} [{half['ci'][0]:.3g}, {top(half['ci'][1])}] epochs"
+          + (f"; R_N_star={r_star['params']['R_N_star']:.3g} [{r_star['ci']['R_N_star'][0]:.3g}, "
+             f"{r_star['ci']['R_N_star'][1]:.3g}]" if "R_N_star" in r_star["params"] else ""))
+  elif repeated:
+    print(f"data-constrained: not fitted: {repeated['error']}")
   for c in summary.get("objectives", {}).get("comparisons", []):
     print(f"objectives vs {c['x_column']}: {c['discriminative']} vs {c['generative']}: {c['answer']}")
   print(f"report: {summary['report']}")

@@ -7,6 +7,7 @@ file:line), each prefixed with `[process i/n host]`, so a merged log says which 
 what. Other libraries' log levels are left as they are.
 """
 import logging
+import os
 import socket
 import sys
 
@@ -49,3 +50,15 @@ def info(message: str) -> None:
   """A line for multi-host logs only; on one process the progress output says as much."""
   if _logger is not None:
     _logger.info(message)
+
+
+def exit_code(main) -> int:
+  """main()'s exit code; output cut short by a closed pipe (`... | head`) ends quietly, not in a traceback."""
+  try:
+    code = main()
+    sys.stdout.flush()
+    return code
+  except BrokenPipeError:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # Python flushes stdout again at exit; that write must not fail too.
+    return 1

@@ -124,4 +124,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  from scaling import logs
+  sys.exit(logs.exit_code(main))

@@ -339,9 +339,9 @@ def check_trial(path, lines, trial: TrialSpec) -> None:
                    f"{unique // (trial.train.seq_len + 1)} windows of seq_len + 1 = {trial.train.seq_len + 1}, fewer "
                    f"than one batch of {trial.train.batch_size}; need at least "
                    f"{trial.train.batch_size * (trial.train.seq_len + 1)}")
-  if trial.train.horizon.epochs is not None and not trial.data.finite:
+  if trial.train.horizon.epochs is not None and not trial.data.finite and unique is None:
     raise error_at(path, lines, ("train", "horizon", "epochs"), f"data kind {trial.data.kind!r} has no fixed "
-                   "training set to count epochs of; give examples or tokens")
+                   "training set to count epochs of; give examples or tokens, or set data.unique_tokens")
   needed = objectives.get(objective.name).needs
   missing = [k for k in needed if k not in data_inputs]
   if missing:

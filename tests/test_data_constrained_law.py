@@ -182,3 +182,58 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, argv, columns, messages)
   assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
   for message in messages:
     assert message in done.stderr, done.stderr
+
+
+FULL = laws.DATA_CONSTRAINED_FULL
+TRUTH_FULL = {**TRUTH, "R_N_star": 5.3}  # the paper's excess-parameter constant
+
+
+def full_design(tokens_per_param=20.0):
+  """design() and U_N = min(N, U / 20): a third of the runs have excess parameters."""
+  inputs = design()
+  return np.vstack([inputs, laws.unique_params(inputs[0], inputs[2], tokens_per_param)])
+
+
+def test_full_law_95_percent_intervals_cover_both_decay_constants():
+  inputs = full_design()
+  assert 0.3 < (inputs[0] > inputs[3]).mean() < 0.7
+  clean = FULL.predict(TRUTH_FULL, inputs)
+  losses = clean * np.exp(0.01 * np.random.default_rng(5).standard_normal((N_DRAWS, clean.size)))
+  log_scale = laws.log_scale_of(FULL, np.log(inputs))
+  assert log_scale[0] == log_scale[3] and log_scale[1] == log_scale[2]
+  coarse = coarse_starts(log_scale)
+  starts = np.concatenate([coarse, np.full((len(coarse), 1), np.log(3.0))], axis=1)  # 64 starts, as for R*_D
+
+  results = fit.fit_many(FULL, inputs, losses, bootstrap=40, seed=0, starts=starts)
+
+  for name in ("R_D_star", "R_N_star"):
+    covered = sum(r.ci[name][0] <= TRUTH_FULL[name] <= r.ci[name][1] for r in results)
+    assert covered >= 90, f"{name}: 95% intervals covered the truth in {covered} of 100"
+
+
+def test_cli_tokens_per_param_fits_the_full_law(tmp_path):
+  inputs = full_design()
+  keep = np.isin(inputs[0], [1e8, 1.6e9]) & np.isin(inputs[2], [1e9, 6.4e10]) & np.isin(inputs[1] / inputs[2], [1, 4, 32])
+  path = tmp_path / "runs.csv"
+  pd.DataFrame({"params": inputs[0, keep], "tokens": inputs[1, keep], "unique": inputs[2, keep],
+                "loss": FULL.predict(TRUTH_FULL, inputs[:, keep])}).to_csv(path, index=False)
+  done = cli("--csv", path, "--law", "data_constrained", "--u", "unique", "--tokens-per-param", "20",
+             "--bootstrap", "0", "--predict-at", "1e10:1e11:1e10")
+  assert done.returncode == 0, done.stderr
+  out = json.loads(done.stdout)
+  assert out["law"] == "data_constrained_full" and out["tokens_per_param"] == 20 and out["n_points"] == 12
+  assert list(out["params"]) == list(FULL.param_names)
+  expected = FULL.predict(out["params"], [[1e10], [1e11], [1e10], [1e10 / 20]])  # U_N = U / 20 < N
+  assert out["predictions"] == pytest.approx(list(expected))
+  assert "half_worth_epochs" in out["derived"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--law", "chinchilla", "--tokens-per-param", "20"], "only the data_constrained law takes it"),
+    (["--law", "data_constrained", "--u", "unique", "--tokens-per-param", "-1"], "must be a positive number"),
+    (["--law", "data_constrained", "--u", "unique", "--tokens-per-param", "1e-6"],
+     "no row has more parameters than U_N"),
+])
+def test_cli_tokens_per_param_bad_input_is_one_line(runs_csv, argv, message):
+  done = cli("--csv", runs_csv, "--bootstrap", "0", *argv)
+  assert done.returncode == 2 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr

@@ -6,7 +6,8 @@ import pytest
 from analysis import laws
 
 ALL_LAWS = [laws.POWER, laws.PURE_POWER, laws.CHINCHILLA, laws.SATURATING,
-            laws.bnsl(1), laws.bnsl(2), laws.SIGMOID, laws.DATA_CONSTRAINED]
+            laws.bnsl(1), laws.bnsl(2), laws.SIGMOID, laws.DATA_CONSTRAINED,
+            laws.DATA_CONSTRAINED_FULL]
 
 
 @pytest.mark.parametrize("law", ALL_LAWS, ids=lambda law: f"{law.name}{law.n_params}")

@@ -59,3 +59,20 @@ def test_unique_tokens_unset_keeps_every_trial_id(tmp_path):
   assert expand.load(plain).trials[0].id == expand.load(spelled).trials[0].id
   # A key added later must not move the ids of trials already run: the quickstart's first rung keeps its id.
   assert expand.load(os.path.join(ROOT, "sweeps", "configs", "quickstart.yaml")).trials[0].id == "277058e5d031"
+
+
+def test_horizon_epochs_counts_passes_over_the_unique_windows(tmp_path):
+  from scaling.train import setup
+  sweep = write(tmp_path, "s.yaml", """\
+name: s
+model: {family: gpt, size: 1, options: {aspect_ratio: 8, head_dim: 4}}
+data: {kind: markov, vocab_size: 12, unique_tokens: [2640, 5280]}
+train: {seq_len: 32, batch_size: 8, horizon: {epochs: [1, 2.5]}}
+""")
+  steps = {(t.config()["data"]["unique_tokens"], t.config()["train"]["horizon"]["epochs"]): setup(t.config()).steps
+           for t in expand.load(sweep).trials}
+  assert steps == {(2640, 1): 10, (2640, 2.5): 25, (5280, 1): 20, (5280, 2.5): 50}  # 80 / 160 windows, batch 8
+  stream = write(tmp_path, "t.yaml", "name: t\nmodel: {family: gpt, size: 1}\ndata: {kind: markov}\n"
+                                     "train: {horizon: {epochs: 2}}\n")
+  with pytest.raises(SpecError, match=r"t.yaml:4: train.horizon.epochs: .* or set data.unique_tokens"):
+    expand.load(stream)

@@ -25,7 +25,8 @@ class Batches:
     self.unique = None  # With `unique_tokens`: the fixed training windows, repeated epoch after epoch.
     if getattr(schema, "unique_tokens", None) is not None:
       self.unique = unique_set(self.source, schema.unique_tokens, seq_len, batch_size)
-      self.info = {**self.info, "unique_tokens": int(self.unique.size)}
+      # A finite training set now: `horizon.epochs` counts passes over these windows.
+      self.info = {**self.info, "unique_tokens": int(self.unique.size), "train_examples": len(self.unique)}
     self.features = self.source.features
     self.model_inputs = self.source.model_inputs
     self.entropy_floor = self.source.entropy_floor
