@@ -108,15 +108,20 @@ def analyze(done: pd.DataFrame, params_column: str, bootstrap: int, tokens_per_p
     value, lo, hi = result.interval(lambda p: laws.half_worth_epochs(p["R_D_star"]))
     out["fit"] = result.to_dict()
     out["half_worth_epochs"] = {"value": float(value), "ci": [float(lo), float(hi)]}
-    # The fitter's upper limit on R* (laws.r_star_limits): an interval reaching it has no upper bound.
-    limit = laws.r_star_limits(float((rows.tokens / rows.unique).max()) - 1.0)[1]
-    out["r_star_unbounded_above"] = bool(result.ci["R_D_star"][1] >= 0.98 * limit)
+    # The fitter's upper limits on R*_D, R*_N (laws.r_star_limits): an interval reaching one has no upper bound.
+    inputs = law_inputs(rows.params, rows.tokens, rows.unique, tokens_per_param)
+    repeats = {"R_D_star": inputs[1] / inputs[2], "R_N_star": inputs[0] / inputs[3] if len(inputs) > 3 else None}
+    out["unbounded_above"] = sorted(
+        name for name, ratio in repeats.items()
+        if name in result.ci and result.ci[name][1] >= 0.98 * laws.r_star_limits(float(ratio.max()) - 1.0)[1])
   return out, {"rows": rows, "groups": groups, "predict": predict}
 
 
-def _ci(fit_dict, name, digits=3):
+def _ci(fit_dict, name, open_above=False, digits=3):
+  """value [lo, hi]; open_above: the interval reached the fitter's limit, so it has no upper end."""
   lo, hi = fit_dict["ci"][name]
-  ci = f" [{lo:.{digits}g}, {hi:.{digits}g}]" if lo is not None and np.isfinite(lo) else ""
+  top = "no upper bound" if open_above else f"{hi:.{digits}g}"
+  ci = f" [{lo:.{digits}g}, {top}]" if lo is not None and np.isfinite(lo) else ""
   return f"{fit_dict['params'][name]:.{digits}g}{ci}"
 
 
@@ -130,18 +135,20 @@ def markdown(section: dict) -> list:
   else:
     f, half = section["fit"], section["half_worth_epochs"]
     lo, hi = half["ci"]
-    open_above = section["r_star_unbounded_above"]
-    r_star = f"{_ci(f, 'R_D_star')}" + (" (no upper bound from these trials)" if open_above else "")
-    half_text = f"**{half['value']:.3g}** [{lo:.3g}, " + ("no upper bound]" if open_above else f"{hi:.3g}]")
+    open_above = "R_D_star" in section["unbounded_above"]
+    half_text = f"**{half['value']:.3g}**" + (
+        "" if not np.isfinite(lo) else f" [{lo:.3g}, " + ("no upper bound]" if open_above else f"{hi:.3g}]"))
     law = laws.get(f["law"])
     lines += [f"Law: {law.formula}; fitted to {f['n_points']} final eval losses "
               "(95% bootstrap intervals).", "",
               "| constant | this sweep | Muennighoff et al. 2023 |", "|---|---:|---:|",
-              f"| R*_D (decay of a repeated token's worth, in epochs) | **{r_star}** | {paper['R_D_star']:g} |",
+              f"| R*_D (decay of a repeated token's worth, in epochs) | **{_ci(f, 'R_D_star', open_above)}** | "
+              f"{paper['R_D_star']:g} |",
               f"| epochs at which a repeated token is worth half a new one (1 + R*_D ln 2) | {half_text} | "
               f"{paper['half_worth_epochs']:.3g} |",
               f"| R*_N (decay of excess parameters' worth) | " + (
-                  f"**{_ci(f, 'R_N_star')}** (U_N = U / {section['tokens_per_param']:g})"
+                  f"**{_ci(f, 'R_N_star', 'R_N_star' in section['unbounded_above'])}** "
+                  f"(U_N = U / {section['tokens_per_param']:g})"
                   if "R_N_star" in f["params"] else "not fitted: `analysis plot --tokens-per-param R` fits it") +
               f" | {paper['R_N_star']:g} |", "",
               f"Other constants: E = {_ci(f, 'E')}, A = {_ci(f, 'A')}, alpha = {_ci(f, 'alpha')}, "

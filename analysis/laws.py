@@ -264,8 +264,9 @@ def _chinchilla_starts(log_x, y, log_scale):
 
 def _chinchilla_to_params(theta, log_scale):
   e, a, b, alpha, beta = theta.T
-  return np.stack([np.exp(e), np.exp(a + alpha * log_scale[0]),
-                   np.exp(b + beta * log_scale[1]), alpha, beta], axis=1)
+  with np.errstate(over="ignore"):  # A degenerate bootstrap fit (alpha ~ 20) has A = inf: a value, not a fault.
+    return np.stack([np.exp(e), np.exp(a + alpha * log_scale[0]),
+                     np.exp(b + beta * log_scale[1]), alpha, beta], axis=1)
 
 
 def _chinchilla_from_params(params, log_scale):

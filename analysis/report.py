@@ -335,14 +335,18 @@ def main(argv=None) -> int:
     print(prefix + _backtest_line(pick("backtest"), pick("entropy_floor")))
   repeated = summary.get("data_constrained", {})
   if "fit" in repeated:
-    r_star, half = repeated["fit"], repeated["half_worth_epochs"]
-    lo, hi = r_star["ci"]["R_D_star"]
-    top = (lambda v: "no upper bound") if repeated["r_star_unbounded_above"] else (lambda v: f"{v:.3g}")
-    print(f"data-constrained: R_D_star={r_star['params']['R_D_star']:.3g} [{lo:.3g}, {top(hi)}] "
+    fit, half = repeated["fit"], repeated["half_worth_epochs"]
+
+    def interval(name, lo, hi):  # " [lo, hi]"; none without bootstrap; an open top at the fitter's limit
+      if lo is None or not np.isfinite(lo):
+        return ""
+      return f" [{lo:.3g}, {'no upper bound' if name in repeated['unbounded_above'] else format(hi, '.3g')}]"
+
+    print(f"data-constrained: R_D_star={fit['params']['R_D_star']:.3g}{interval('R_D_star', *fit['ci']['R_D_star'])} "
           f"(paper {data_constrained.PAPER['R_D_star']:g}); a repeated token is worth half a new one after "
-          f"{half['value']:.3g} [{half['ci'][0]:.3g}, {top(half['ci'][1])}] epochs"
-          + (f"; R_N_star={r_star['params']['R_N_star']:.3g} [{r_star['ci']['R_N_star'][0]:.3g}, "
-             f"{r_star['ci']['R_N_star'][1]:.3g}]" if "R_N_star" in r_star["params"] else ""))
+          f"{half['value']:.3g}{interval('R_D_star', *half['ci'])} epochs"
+          + (f"; R_N_star={fit['params']['R_N_star']:.3g}{interval('R_N_star', *fit['ci']['R_N_star'])}"
+             if "R_N_star" in fit["params"] else ""))
   elif repeated:
     print(f"data-constrained: not fitted: {repeated['error']}")
   for c in summary.get("objectives", {}).get("comparisons", []):
