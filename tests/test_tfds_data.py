@@ -55,3 +55,12 @@ def test_unknown_tfds_name_or_split_is_a_one_line_error(dataset, tmp_path):
   with pytest.raises(SpecError, match=r"data\.split: TFDS dataset 'fox_chars' has no split 'validation'"):
     expand.load(write(tmp_path, "b.yaml", SWEEP.format(name="fox_chars", data_dir=dataset,
                                                        extra=", split: validation")))
+
+
+def test_more_unique_tokens_than_the_tfds_train_split_is_one_line(dataset, tmp_path):
+  with pytest.raises(SpecError, match=r"c.yaml:3: data\.unique_tokens: 90000 unique tokens, but split 'train' of "
+                                      r"TFDS dataset 'fox_chars' has \d+ tokens"):
+    expand.load(write(tmp_path, "c.yaml", SWEEP.format(name="fox_chars", data_dir=dataset,
+                                                       extra=", unique_tokens: 90000")))
+  assert len(expand.load(write(tmp_path, "d.yaml", SWEEP.format(
+      name="fox_chars", data_dir=dataset, extra=", unique_tokens: 1700"))).trials) == 1

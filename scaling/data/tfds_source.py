@@ -60,6 +60,11 @@ class TfdsData(TfdsNamed, registry.TokenData):
     if self.vocab_size is not None and stored is not None and self.vocab_size < int(stored):
       raise registry.DataError("vocab_size", f"{self.vocab_size} is smaller than the vocab_size {stored} stored "
                                f"with TFDS dataset {self.name!r}; token ids must be < vocab_size")
+    if self.unique_tokens is not None:  # Needs the train stream's length: read it, as open() does.
+      train_tokens = self.open(seq_len).info["train_tokens"]
+      if self.unique_tokens > train_tokens:
+        raise registry.DataError("unique_tokens", f"{self.unique_tokens} unique tokens, but split {self.split!r} "
+                                 f"of TFDS dataset {self.name!r} has {train_tokens} tokens; at most that many")
     return {"vocab_size": self.vocab_size or stored, "seq_len": seq_len}
 
   def open(self, seq_len: int):
