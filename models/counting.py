@@ -34,3 +34,14 @@ def training_flops(family, arch, counts: dict) -> dict:
   return {"flops_per_example": exact, "flops_per_example_6n": six_n * tokens, "tokens_per_example": tokens,
           "flops_per_token": exact // tokens if exact % tokens == 0 else exact / tokens,
           "flops_per_token_6n": six_n}
+
+
+def flops_per_step(family, arch, counts: dict, batch_size: int, flop_count: str = "exact") -> int:
+  """Training FLOPs of one optimizer step of batch_size examples, counted `exact` or `6n`."""
+  flops = training_flops(family, arch, counts)
+  return batch_size * flops["flops_per_example" if flop_count == "exact" else "flops_per_example_6n"]
+
+
+def abstract_counts(family, arch) -> dict:
+  """count_params of the model `arch` builds, from its shapes alone (nnx.eval_shape: nothing allocated)."""
+  return count_params(nnx.eval_shape(lambda: family.build(arch, 0)), family.embedding_leaves)

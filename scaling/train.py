@@ -68,6 +68,9 @@ def setup(config: dict) -> Setup:
     if not train_examples:
       raise ValueError(f"horizon.epochs needs a finite dataset; data kind {config['data']['kind']!r} is a stream")
     steps = math.ceil(horizon["epochs"] * train_examples / train_cfg["batch_size"])
+  elif horizon.get("flops") is not None:  # The steps whose FLOPs (counted as flop_count says) come nearest C.
+    steps = round(horizon["flops"] / counting.flops_per_step(family, arch, counts, train_cfg["batch_size"],
+                                                             horizon.get("flop_count", "exact")))
   else:
     tokens = horizon["tokens"] if horizon["tokens"] is not None else (
         horizon["tokens_per_param"] * counts[f"params_{horizon['param_count']}"])

@@ -49,9 +49,12 @@ def config_id(config: dict) -> str:
   for section, key in spec_lib.NOT_IN_ID:
     if isinstance(resolved.get(section), dict):
       resolved[section].pop(key, None)
-  for (section, key), unset in spec_lib.HASHED_WHEN_SET.items():
-    if isinstance(resolved.get(section), dict) and key in resolved[section] and resolved[section][key] == unset:
-      del resolved[section][key]
+  for path, unset in spec_lib.HASHED_WHEN_SET.items():
+    parent = resolved
+    for key in path[:-1]:
+      parent = parent.get(key) if isinstance(parent, dict) else None
+    if isinstance(parent, dict) and path[-1] in parent and parent[path[-1]] == unset:
+      del parent[path[-1]]
   canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
   return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 

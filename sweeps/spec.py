@@ -68,17 +68,21 @@ class ObjectiveSpec(pydantic.BaseModel):
 
 class HorizonSpec(_Strict):
   """Training length: tokens (a ViT's tokens are its patches), tokens per parameter (Chinchilla ~20),
-  examples (sequences or images), or epochs of a finite dataset."""
+  examples (sequences or images), epochs of a finite dataset, or a FLOP budget (a grid of sizes x
+  budgets is an IsoFLOP sweep), counted as `flop_count` says: `exact` (per layer, attention
+  included: the `flops` summary key) or `6n` (6 x non-embedding parameters per token: `flops_6n`)."""
   tokens: Optional[int] = pydantic.Field(None, gt=0, le=10 ** 15)
   tokens_per_param: Optional[float] = pydantic.Field(None, gt=0, le=10 ** 6)
   examples: Optional[int] = pydantic.Field(None, gt=0, le=10 ** 13)
   epochs: Optional[float] = pydantic.Field(None, gt=0, le=10 ** 6, strict=False)
+  flops: Optional[float] = pydantic.Field(None, gt=0, le=1e30, strict=False)
   param_count: Literal["non_embedding", "total"] = "non_embedding"
+  flop_count: Literal["exact", "6n"] = "exact"
 
   @pydantic.model_validator(mode="after")
   def _exactly_one(self):
-    if sum(v is not None for v in (self.tokens, self.tokens_per_param, self.examples, self.epochs)) != 1:
-      raise ValueError("give exactly one of tokens, tokens_per_param, examples or epochs")
+    if sum(v is not None for v in (self.tokens, self.tokens_per_param, self.examples, self.epochs, self.flops)) != 1:
+      raise ValueError("give exactly one of tokens, tokens_per_param, examples, epochs or flops")
     return self
 
 
@@ -128,7 +132,8 @@ class TrainSpec(_Strict):
 # id, so turning one off lets the same trial resume from its checkpoint and finish.
 NOT_IN_ID = (("train", "stop_when_off_forecast"),)
 # Keys added after trials were first hashed are hashed only when set, so earlier trials keep their ids.
-HASHED_WHEN_SET = {("train", "inject_corruption_at_step"): None, ("data", "unique_tokens"): None}
+HASHED_WHEN_SET = {("train", "inject_corruption_at_step"): None, ("data", "unique_tokens"): None,
+                   ("train", "horizon", "flops"): None, ("train", "horizon", "flop_count"): "exact"}
 
 
 class MeshSpec(_Strict):
@@ -355,6 +360,15 @@ def check_trial(path, lines, trial: TrialSpec) -> None:
     if missing:
       raise error_at(path, lines, ("train", "evaluators"), f"evaluator {name!r} needs data that gives {missing}")
   try:  # The ladder's own checks (e.g. width divisible by head_dim), before anything runs.
-    family.ladder(model.size, **family.ladder_inputs(data_inputs, objective.name), **model.options)
+    arch = family.ladder(model.size, **family.ladder_inputs(data_inputs, objective.name), **model.options)
   except ValueError as e:
     raise error_at(path, lines, ("model", "options"), str(e)) from None
+  horizon = trial.train.horizon
+  if horizon.flops is not None:
+    from models import counting
+    per_step = counting.flops_per_step(family, arch, counting.abstract_counts(family, arch), trial.train.batch_size,
+                                       horizon.flop_count)
+    if horizon.flops < 0.5 * per_step:  # Rounds to no step at all.
+      raise error_at(path, lines, ("train", "horizon", "flops"), f"{horizon.flops:.3g} FLOPs is less than one step "
+                     f"of size {model.size} ({per_step:.3g} FLOPs per step of {trial.train.batch_size} examples, "
+                     f"counted {horizon.flop_count}); raise the budget or shrink the batch")
