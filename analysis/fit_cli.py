@@ -307,8 +307,7 @@ def run(argv) -> dict:
   except fit.FitError as err:
     raise UsageError(f"{path}: {err}") from None
 
-  out = result.to_dict()
-  out["ci"] = {k: [_json_number(lo), _json_number(hi)] for k, (lo, hi) in result.ci.items()}
+  out = fit_json(result)
   out["predict_at"] = echo
   out["predictions"] = []
   out["prediction_ci"] = []
@@ -323,7 +322,14 @@ def run(argv) -> dict:
     out.update(_half_worth(result))
   if ratio is not None:
     out["tokens_per_param"] = ratio
+  return out
+
+
+def fit_json(result) -> dict:
+  """A FitResult as JSON-able numbers: law, params, ci ([lo, hi]), objective, n_points; NaN as null."""
+  out = result.to_dict()
   out["params"] = {k: _json_number(v) for k, v in out["params"].items()}
+  out["ci"] = {k: [_json_number(lo), _json_number(hi)] for k, (lo, hi) in result.ci.items()}
   out["objective"] = _json_number(out["objective"])
   return out
 

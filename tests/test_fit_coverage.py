@@ -41,6 +41,12 @@ def test_95_percent_intervals_cover_true_parameters():
       for _, lo, hi in (r.interval(lambda p: p["beta"] / (p["alpha"] + p["beta"]))
                         for r in results)])
   assert exponent_covered >= 0.90
+  # The planner (`analysis plan`): the compute-optimal N and D at a budget 10x beyond the data.
+  n_true, d_true, _ = isoflop.frontier(truth, 1e23)
+  plans = [isoflop.plan(1e23, r) for r in results]
+  for key, true in (("n_params", n_true), ("tokens", d_true)):
+    covered = np.mean([p[key + "_ci"][0] <= true <= p[key + "_ci"][1] for p in plans])
+    assert covered >= 0.90, f"planned {key}: 95% intervals covered the truth in {covered:.0%} of draws"
 
 
 def test_fit_many_matches_fit_law_one_dataset_at_a_time():
