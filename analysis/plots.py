@@ -225,3 +225,59 @@ def loss_vs_epochs(path, rows, groups, predict, entropy_floor=None, loss_unit="n
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
+
+
+def isoflop(path, drawn, convention="non-embedding"):
+  """IsoFLOP sweep (analysis/isoflop_report.py; every point a finished trial). Left: final loss against N per
+  budget, each budget's parabola in ln N and its vertex. Right: N* against C = 6ND from the vertices (approach 2)
+  and from the parametric frontier with its 95% band (approach 3)."""
+  from analysis import isoflop as isoflop_lib
+  rows, iso, parametric = drawn["rows"], drawn["isoflop"], drawn["parametric"]
+  fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+  budgets = sorted(rows.budget.unique())
+  colors = dict(zip(budgets, plt.cm.plasma(np.linspace(0, 0.85, max(len(budgets), 1)))))
+  profiles = iso.profiles if iso is not None else None
+  for i, budget in enumerate(budgets):
+    g = rows[rows.budget == budget].sort_values("params")
+    left.scatter(g.params, g.loss, color=colors[budget], zorder=3, s=20, label=f"budget {budget:.3g}")
+    if profiles is not None and i < len(profiles) and np.isfinite(profiles.c2.iloc[i]):
+      p = profiles.iloc[i]
+      grid = np.geomspace(g.params.min() / 1.3, g.params.max() * 1.3, 100)
+      left.plot(grid, p.c2 * np.log(grid) ** 2 + p.c1 * np.log(grid) + p.c0, color=colors[budget], lw=1)
+      if p.c2 > 0:
+        left.scatter([p.n_opt], [p.loss_opt], marker="*", s=120, color=colors[budget], edgecolors="black", zorder=4)
+  _limit_y(left, list(rows.loss), None)
+  left.set_xscale("log")
+  left.set_xlabel(f"{convention} parameters N")
+  left.set_ylabel("final eval loss")
+  left.set_title("IsoFLOP profiles: parabola in ln N per budget (star: vertex)", fontsize=9)
+  left.legend(fontsize=7)
+  c_all = 6 * rows.params * rows.tokens
+  grid = np.geomspace(c_all.min() / 2, c_all.max() * 4, 100)
+  if iso is not None:
+    used = iso.profiles[iso.profiles.used]
+    right.scatter(used.flops, used.n_opt, color="tab:purple", zorder=3, label="approach 2: vertices")
+    lo, hi = iso.ci["exponent_n"]
+    right.plot(grid, iso.n_opt(grid), color="tab:purple", lw=1.3,
+               label=f"approach 2: N* ~ C^{iso.exponent_n:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else ""))
+  if parametric is not None:
+    n_opt = isoflop_lib.frontier(parametric.params, grid)[0]
+    a = isoflop_lib.allocation_exponents(parametric.params)[0]
+    right.plot(grid, n_opt, color="tab:green", lw=1.3, ls="--", label=f"approach 3: N* ~ C^{a:.3f}")
+    if len(parametric.bootstrap_theta):
+      boot = {k: np.asarray(v)[:, None] for k, v in parametric.bootstrap_params.items()}
+      samples = isoflop_lib.frontier(boot, grid[None, :])[0]  # [R, grid]
+      band_lo, band_hi = np.nanpercentile(np.where(np.isfinite(samples), samples, np.nan), [2.5, 97.5], axis=0)
+      right.fill_between(grid, band_lo, band_hi, color="tab:green", alpha=0.12, lw=0, label="approach 3: 95% band")
+  right.set_ylim(rows.params.min() / 3, rows.params.max() * 3)
+  right.set_xscale("log")
+  right.set_yscale("log")
+  right.set_xlabel("compute C = 6 N D (FLOPs)")
+  right.set_ylabel("compute-optimal N*")
+  right.set_title("N* against compute: approach 2 vs approach 3", fontsize=9)
+  right.legend(fontsize=7)
+  for ax in (left, right):
+    ax.grid(alpha=0.3, which="both")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)

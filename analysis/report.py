@@ -5,7 +5,8 @@ every number), fits.json, loss_vs_compute.png, loss_vs_params.png, report.md.
 A sweep of several objectives gets these per objective (`loss_vs_params_<objective>.png`)
 and objectives_vs_params.png / objectives_vs_compute.png (analysis/objectives.py). A sweep
 that repeats data (`data.unique_tokens`) gets the data-constrained law and loss_vs_epochs.png
-(analysis/data_constrained.py).
+(analysis/data_constrained.py); one declared by FLOP budget (`train.horizon.flops`) gets
+approaches 2 and 3 and isoflop.png (analysis/isoflop_report.py).
 """
 import argparse
 import os
@@ -18,7 +19,7 @@ import pandas as pd
 from analysis import backtest as backtest_lib
 from analysis import data_constrained
 from analysis import fit as fit_lib
-from analysis import fit_plots, laws, plots
+from analysis import fit_plots, isoflop_report, laws, plots
 from analysis import forecast as forecast_lib
 from analysis import objectives as objectives_lib
 from analysis import time_spent
@@ -179,6 +180,9 @@ def analyze(directory, params_column="params_non_embedding", compute_column="flo
     summary["objectives"], curves = objectives_lib.analyze(done, params_column, compute_column, bootstrap)
     for column, name in ((params_column, "objectives_vs_params.png"), (compute_column, "objectives_vs_compute.png")):
       plots.objectives_vs(os.path.join(out_dir, name), curves, summary["objectives"], column)
+  if isoflop_report.applies(done):
+    summary["isoflop"], drawn = isoflop_report.analyze(done, bootstrap)
+    plots.isoflop(os.path.join(out_dir, "isoflop.png"), drawn["non_embedding"])
   if data_constrained.applies(done):
     summary["data_constrained"], drawn = data_constrained.analyze(done, params_column, bootstrap, tokens_per_param)
     plots.loss_vs_epochs(os.path.join(out_dir, "loss_vs_epochs.png"), drawn["rows"], drawn["groups"], drawn["predict"],
@@ -271,6 +275,10 @@ def _markdown(summary, done, excluded, fitted, params_column, spent) -> str:
     lines += [""] + objectives_lib.markdown(summary["objectives"])
     lines.pop()
     files.append("`objectives_vs_params.png`, `objectives_vs_compute.png`")
+  if "isoflop" in summary:
+    lines += [""] + isoflop_report.markdown(summary["isoflop"])
+    lines.pop()
+    files.append("`isoflop.png`")
   if "data_constrained" in summary:
     lines += [""] + data_constrained.markdown(summary["data_constrained"])
     lines.pop()
