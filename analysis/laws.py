@@ -186,6 +186,11 @@ def _power_bounds(log_x, y):
   return lower, np.full(3, np.inf)
 
 
+def _power_to_params(theta, log_scale):
+  with np.errstate(over="ignore"):  # A degenerate bootstrap fit has A = inf: a value, not a fault.
+    return np.stack([np.exp(theta[:, 0]), np.exp(theta[:, 1] + theta[:, 2] * log_scale[0]), theta[:, 2]], axis=1)
+
+
 POWER = Law(
     name="power",
     formula="L = E + A * x^-alpha",
@@ -193,8 +198,7 @@ POWER = Law(
     input_names=("x",),
     model=_power_model,
     # theta = (log E, log A at x = x_scale, alpha).
-    to_params=lambda t, s: np.stack(
-        [np.exp(t[:, 0]), np.exp(t[:, 1] + t[:, 2] * s[0]), t[:, 2]], axis=1),
+    to_params=lambda t, s: _power_to_params(t, s),
     from_params=lambda p, s: np.stack(
         [np.log(p[:, 0]), np.log(p[:, 1]) - p[:, 2] * s[0], p[:, 2]], axis=1),
     starts=_power_starts,

@@ -22,6 +22,7 @@ from analysis import fit as fit_lib
 from analysis import fit_plots, isoflop_report, laws, plots
 from analysis import forecast as forecast_lib
 from analysis import objectives as objectives_lib
+from analysis import prediction_check
 from analysis import time_spent
 from analysis.load import LoadError, load_sweep
 from scaling import metrics as metrics_lib
@@ -180,6 +181,9 @@ def analyze(directory, params_column="params_non_embedding", compute_column="flo
     summary["objectives"], curves = objectives_lib.analyze(done, params_column, compute_column, bootstrap)
     for column, name in ((params_column, "objectives_vs_params.png"), (compute_column, "objectives_vs_compute.png")):
       plots.objectives_vs(os.path.join(out_dir, name), curves, summary["objectives"], column)
+  prediction = prediction_check.load(directory)
+  if prediction is not None:
+    summary["prediction_check"] = prediction_check.check(prediction, done)
   if isoflop_report.applies(done):
     summary["isoflop"], drawn = isoflop_report.analyze(done, bootstrap)
     plots.isoflop(os.path.join(out_dir, "isoflop.png"), drawn["non_embedding"])
@@ -275,6 +279,9 @@ def _markdown(summary, done, excluded, fitted, params_column, spent) -> str:
     lines += [""] + objectives_lib.markdown(summary["objectives"])
     lines.pop()
     files.append("`objectives_vs_params.png`, `objectives_vs_compute.png`")
+  if "prediction_check" in summary:
+    lines += [""] + prediction_check.markdown(summary["prediction_check"])
+    lines.pop()
   if "isoflop" in summary:
     lines += [""] + isoflop_report.markdown(summary["isoflop"])
     lines.pop()
@@ -357,6 +364,13 @@ def main(argv=None) -> int:
              if "R_N_star" in fit["params"] else ""))
   elif repeated:
     print(f"data-constrained: not fitted: {repeated['error']}")
+  checked = summary.get("prediction_check")
+  if checked:
+    for r in checked["trials"]:
+      print(f"predicted {r['predicted_loss']:.4f} [{r['predicted_loss_ci'][0]:.4f}, {r['predicted_loss_ci'][1]:.4f}] "
+            f"vs observed {r['observed_loss'] if r['observed_loss'] is None else format(r['observed_loss'], '.4f')} "
+            f"at size {r['size']}{' (predicted optimum)' if r['predicted_optimal'] else ''}")
+    print(f"predicted optimum won: {checked['predicted_optimum_won']}")
   for c in summary.get("objectives", {}).get("comparisons", []):
     print(f"objectives vs {c['x_column']}: {c['discriminative']} vs {c['generative']}: {c['answer']}")
   print(f"report: {summary['report']}")

@@ -1,4 +1,5 @@
-"""python -m sweeps {run,validate,status}: run a sweep YAML and analyse it, check it, or show its progress."""
+"""python -m sweeps {run,validate,status,extend}: run a sweep YAML and analyse it, check it, show its progress,
+or predict the optimal size at a larger budget and train it to check (sweeps/extend.py)."""
 import argparse
 import os
 import sys
@@ -29,6 +30,53 @@ def _writable_directory(path: str):
   return None
 
 
+def _non_negative_bootstrap(text: str) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+  if not 0 <= value <= 10_000:
+    raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 10000, got {value}")
+  return value
+
+
+def _extend(args) -> int:
+  """Plans the follow-up sweep, records the prediction before anything trains, then runs it."""
+  import json
+  from scaling import metrics as metrics_lib
+  from sweeps import extend, local
+  try:
+    planned = extend.plan(args.sweep_dir, args.budget, args.bootstrap)
+  except extend.ExtendError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  path = extend.write(args.sweep_dir, planned)
+  try:
+    sweep = expand.load(path)
+  except SpecError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  parent = os.path.dirname(os.path.abspath(args.sweep_dir))
+  directory = local.sweep_dir(parent, sweep)
+  os.makedirs(directory, exist_ok=True)
+  recorded = os.path.join(directory, extend.PREDICTION)
+  if os.path.exists(recorded):  # A relaunch keeps the prediction made before the first trial trained.
+    print(f"{recorded}: kept the prediction already recorded")
+  else:
+    metrics_lib.write_json_atomic(recorded, planned["prediction"])
+  p = metrics_lib.read_json(recorded)
+  frontier = p["frontier"]
+  print(f"predicted at C = {p['budget']:.3g} ({p['budget_ratio']:.1f}x the largest fitted): N* = "
+        f"{frontier['n_params']:,.0f}, D* = {frontier['tokens']:,.0f}, loss {frontier['loss']:.4f} "
+        f"[{frontier['loss_ci'][0]:.4f}, {frontier['loss_ci'][1]:.4f}]; training sizes "
+        + ", ".join(f"{t['size']} ({t['params_non_embedding']:,} params{', predicted optimum' if t['predicted_optimal'] else ''})"
+                    for t in p["trials"]) + f" from {path}")
+  print(json.dumps(p["trials"]))
+  if args.no_run:
+    return 0
+  return main(["run", path, "--out", parent] + (["--no-progress"] if args.no_progress else []))
+
+
 class _Parser(argparse.ArgumentParser):
   def error(self, message):  # One line and exit 2, like every other input error.
     print(f"error: {message}", file=sys.stderr)
@@ -51,8 +99,17 @@ def main(argv=None) -> int:
   validate_parser.add_argument("file")
   status_parser = commands.add_parser("status", help="state, step and last loss of every trial of a sweep directory")
   status_parser.add_argument("sweep_dir")
+  extend_parser = commands.add_parser("extend", help="plan a budget beyond the sweep's, then train the predicted "
+                                       "optimum and 0.5x / 2x it to check the prediction")
+  extend_parser.add_argument("sweep_dir")
+  extend_parser.add_argument("--budget", type=float, required=True, help="FLOPs (C = 6 N D)")
+  extend_parser.add_argument("--bootstrap", type=_non_negative_bootstrap, default=200)
+  extend_parser.add_argument("--no-progress", action="store_true")
+  extend_parser.add_argument("--no-run", action="store_true", help="write the follow-up sweep and prediction only")
   args = parser.parse_args(argv)
 
+  if args.command == "extend":
+    return _extend(args)
   if args.command == "status":
     from sweeps import status
     if not os.path.exists(os.path.join(args.sweep_dir, "sweep.json")):
