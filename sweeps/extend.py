@@ -116,7 +116,7 @@ def plan(sweep_dir: str, budget: float, bootstrap: int = 200) -> dict:
     trials.append({"size": size, "params_non_embedding": int(n_s), "tokens": tokens,
                    "predicted_loss": float(result.predict(point)[0]),
                    "predicted_loss_ci": [float(lo[0]), float(hi[0])], "predicted_optimal": size == optimal})
-  name = f"{results.name}_extend_{budget:.0e}".replace("+", "")
+  name = f"{results.name}_extend_{budget:.3g}".replace("+", "")  # e.g. isoflop_extend_4.8e11
   runtime = {}
   archived = os.path.join(sweep_dir, "sweep.yaml")
   if os.path.isfile(archived):
