@@ -16,7 +16,7 @@ import pytest
 from analysis import isoflop, report
 from models import counting, registry
 from scaling import metrics as metrics_lib
-from sweeps import expand
+from sweeps import expand, extend
 from tests.conftest import write
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -103,16 +103,14 @@ def test_the_follow_up_report_sets_the_outcome_against_the_prediction(tmp_path):
     assert "## Predict, then verify" in f.read()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--budget", "5e9"], "not beyond the fitted trials"),
-    (["--budget", "-1"], "must be a positive number of FLOPs"),
-    (["--budget", "lots"], "argument --budget: invalid float value"),
-])
-def test_bad_input_is_one_line_and_exit_2(tmp_path, argv, message):
-  done = _extend(_fake_sweep(tmp_path), *argv, "--no-run", "--bootstrap", "0")
-  assert done.returncode == 2 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
-
-
-def test_too_few_finished_trials_is_one_line(tmp_path):
-  done = _extend(_fake_sweep(tmp_path, budgets=(1e9,), sizes=(1, 2)), "--budget", "1e12", "--no-run")
-  assert done.returncode == 2 and "2 finished trials" in done.stderr and done.stderr.count("\n") == 1, done.stderr
+def test_bad_input_is_one_line_and_exit_2(tmp_path):
+  sweep_dir = _fake_sweep(tmp_path)
+  done = _extend(sweep_dir, "--budget", "lots", "--no-run")
+  assert done.returncode == 2 and done.stderr.count("\n") == 1 and "argument --budget: invalid float value" in \
+      done.stderr, done.stderr
+  for budget, message in ((5e9, "not beyond the fitted trials"), (-1.0, "must be a positive number of FLOPs")):
+    with pytest.raises(extend.ExtendError, match=message):
+      extend.plan(sweep_dir, budget, bootstrap=0)
+  with pytest.raises(extend.ExtendError, match="2 finished trials"):
+    (tmp_path / "few").mkdir()
+    extend.plan(_fake_sweep(tmp_path / "few", budgets=(1e9,), sizes=(1, 2)), 1e12, bootstrap=0)
