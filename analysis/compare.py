@@ -1,8 +1,9 @@
 """`python -m analysis compare DIR_A DIR_B [--x flops|params]`: is recipe B a constant factor better, or
 does it scale better?
 
-Fits L = E + A x^-alpha to each sweep's final eval losses (x: training FLOPs, exact count, or
-non-embedding parameters) and prints one JSON object with
+Fits L = E + A x^-alpha to each sweep's frontier (x: training FLOPs, exact count, or non-embedding
+parameters; the finished trials that no trial with less or equal x beats, so an IsoFLOP grid counts by
+its best size per budget) and prints one JSON object with
 
 - the effective compute (or parameter) multiplier of B over A, the k with L_B(x) = L_A(k x), at
   every x where both sweeps have trials inside the range both cover, and at the largest of them,
@@ -36,7 +37,7 @@ SAME_X = 0.01  # x values within 1% are one budget
 
 
 def sweep_points(directory: str, x: str) -> dict:
-  """A sweep's finished trials as x and final eval loss, with its name and loss unit."""
+  """A sweep's frontier of finished trials as x and final eval loss, with its name and loss unit."""
   from analysis.load import LoadError, load_sweep
   try:
     results = load_sweep(directory)
@@ -54,11 +55,20 @@ def sweep_points(directory: str, x: str) -> dict:
   xs = pd.to_numeric(done.get(column, pd.Series(dtype=float)), errors="coerce").to_numpy(float)
   ys = pd.to_numeric(done.get("final_eval_loss", pd.Series(dtype=float)), errors="coerce").to_numpy(float)
   keep = np.isfinite(xs) & np.isfinite(ys) & (xs > 0) & (ys > 0)
-  xs, ys = xs[keep], ys[keep]
+  xs, ys = frontier(xs[keep], ys[keep])
   if np.unique(xs).size < laws.POWER.n_params:
     raise UsageError(f"{directory}: {np.unique(xs).size} distinct {column} values among its finished trials; "
                      f"fitting L = E + A x^-alpha needs at least {laws.POWER.n_params}")
   return {"directory": directory, "name": results.name, "x": xs, "loss": ys, "loss_unit": objectives.unit_of(done)}
+
+
+def frontier(x, loss):
+  """The trials no other trial beats with no more x: the lower envelope L(x) (Kaplan et al.'s compute
+  frontier). A ladder keeps every rung; an IsoFLOP grid keeps the best size of each budget."""
+  order = np.lexsort((loss, x))
+  x, loss = x[order], loss[order]
+  keep = loss < np.minimum.accumulate(np.concatenate([[np.inf], loss[:-1]]))
+  return x[keep], loss[keep]
 
 
 def compute_from_loss(params: dict, loss):

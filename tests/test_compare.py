@@ -83,3 +83,10 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, case, message):
            "not_a_sweep": lambda: str(tmp_path / "missing")}[case]()
   done = _run(dir_a, dir_b, "--bootstrap", "20")
   assert done.returncode == 2 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+
+
+def test_the_fit_uses_the_frontier_so_an_isoflop_grid_counts_by_its_best_size():
+  x = np.array([1e12, 1e12, 1e12, 1e13, 1e13, 1e14, 2e14])
+  loss = np.array([3.0, 2.5, 2.8, 2.6, 2.2, 2.3, 2.0])  # 2.6 at 1e13 and 2.3 at 1e14 are beaten by less compute
+  kept_x, kept_loss = compare.frontier(x, loss)
+  assert list(kept_x) == [1e12, 1e13, 2e14] and list(kept_loss) == [2.5, 2.2, 2.0]
