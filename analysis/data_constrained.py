@@ -174,3 +174,21 @@ def markdown(section: dict) -> list:
   else:
     lines += ["No two trials of one size and one D differ in epochs: no fixed-compute comparison.", ""]
   return lines
+
+
+def console_line(section: dict) -> str:
+  """The fitted constants in one line, for `analysis plot`'s output."""
+  if "fit" not in section:
+    return f"data-constrained: not fitted: {section['error']}"
+  fit, half = section["fit"], section["half_worth_epochs"]
+
+  def interval(name, lo, hi):  # " [lo, hi]"; none without bootstrap; an open top at the fitter's limit
+    if lo is None or not np.isfinite(lo):
+      return ""
+    return f" [{lo:.3g}, {'no upper bound' if name in section['unbounded_above'] else format(hi, '.3g')}]"
+
+  return (f"data-constrained: R_D_star={fit['params']['R_D_star']:.3g}{interval('R_D_star', *fit['ci']['R_D_star'])} "
+          f"(paper {PAPER['R_D_star']:g}); a repeated token is worth half a new one after "
+          f"{half['value']:.3g}{interval('R_D_star', *half['ci'])} epochs"
+          + (f"; R_N_star={fit['params']['R_N_star']:.3g}{interval('R_N_star', *fit['ci']['R_N_star'])}"
+             if "R_N_star" in fit["params"] else ""))

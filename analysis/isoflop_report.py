@@ -152,3 +152,13 @@ def markdown(section: dict) -> list:
   lines += ["`isoflop.png`: loss against size per budget with each parabola and its vertex, and N* against C "
             "from both approaches.", ""]
   return lines
+
+
+def console_line(section: dict) -> str:
+  """Both approaches' N* exponents (non-embedding parameters) in one line."""
+  s = section.get("non_embedding", {})
+  parts = [f"{label} N* ~ C^{_fmt_ci(s[key]['exponent_n'], s[key]['exponent_n_ci'])}"
+           for key, label in (("approach2", "approach 2:"), ("approach3", "approach 3:")) if key in s]
+  interior = sum(m["interior_minimum"] for m in s.get("minima", []))
+  return (f"isoflop: {'; '.join(parts) or 'not fitted'}; interior minimum at {interior} of "
+          f"{len(s.get('minima', []))} budgets")

@@ -66,3 +66,14 @@ def markdown(section: dict) -> list:
                                                   True: "**was** the best of the three.",
                                                   False: "was **not** the best of the three."}[won], ""]
   return lines
+
+
+def console_lines(section: dict) -> list:
+  """Predicted against observed per trial, and the verdict, for `analysis plot`'s output."""
+  lines = []
+  for r in section["trials"]:
+    lo, hi = r["predicted_loss_ci"]
+    observed = "-" if r["observed_loss"] is None else f"{r['observed_loss']:.4f}"
+    lines.append(f"predicted {r['predicted_loss']:.4f} [{lo:.4f}, {hi:.4f}] vs observed {observed} at size {r['size']}"
+                 + (" (predicted optimum)" if r["predicted_optimal"] else ""))
+  return lines + [f"predicted optimum won: {section['predicted_optimum_won']}"]

@@ -348,29 +348,12 @@ def main(argv=None) -> int:
         print(f"{prefix}fit vs {column}: E={p['E']:.4f} [{ci['E'][0]:.4f}, {ci['E'][1]:.4f}] "
               f"alpha={p['alpha']:.4f} [{ci['alpha'][0]:.4f}, {ci['alpha'][1]:.4f}]")
     print(prefix + _backtest_line(pick("backtest"), pick("entropy_floor")))
-  repeated = summary.get("data_constrained", {})
-  if "fit" in repeated:
-    fit, half = repeated["fit"], repeated["half_worth_epochs"]
-
-    def interval(name, lo, hi):  # " [lo, hi]"; none without bootstrap; an open top at the fitter's limit
-      if lo is None or not np.isfinite(lo):
-        return ""
-      return f" [{lo:.3g}, {'no upper bound' if name in repeated['unbounded_above'] else format(hi, '.3g')}]"
-
-    print(f"data-constrained: R_D_star={fit['params']['R_D_star']:.3g}{interval('R_D_star', *fit['ci']['R_D_star'])} "
-          f"(paper {data_constrained.PAPER['R_D_star']:g}); a repeated token is worth half a new one after "
-          f"{half['value']:.3g}{interval('R_D_star', *half['ci'])} epochs"
-          + (f"; R_N_star={fit['params']['R_N_star']:.3g}{interval('R_N_star', *fit['ci']['R_N_star'])}"
-             if "R_N_star" in fit["params"] else ""))
-  elif repeated:
-    print(f"data-constrained: not fitted: {repeated['error']}")
-  checked = summary.get("prediction_check")
-  if checked:
-    for r in checked["trials"]:
-      print(f"predicted {r['predicted_loss']:.4f} [{r['predicted_loss_ci'][0]:.4f}, {r['predicted_loss_ci'][1]:.4f}] "
-            f"vs observed {r['observed_loss'] if r['observed_loss'] is None else format(r['observed_loss'], '.4f')} "
-            f"at size {r['size']}{' (predicted optimum)' if r['predicted_optimal'] else ''}")
-    print(f"predicted optimum won: {checked['predicted_optimum_won']}")
+  if "data_constrained" in summary:
+    print(data_constrained.console_line(summary["data_constrained"]))
+  if "isoflop" in summary:
+    print(isoflop_report.console_line(summary["isoflop"]))
+  for line in prediction_check.console_lines(summary["prediction_check"]) if "prediction_check" in summary else ():
+    print(line)
   for c in summary.get("objectives", {}).get("comparisons", []):
     print(f"objectives vs {c['x_column']}: {c['discriminative']} vs {c['generative']}: {c['answer']}")
   print(f"report: {summary['report']}")
