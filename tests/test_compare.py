@@ -56,7 +56,7 @@ def test_a_known_constant_multiplier_is_recovered_and_called_a_constant_factor(t
 
 def test_identical_sweeps_give_a_multiplier_whose_interval_holds_one(tmp_path):
   a = compare.sweep_points(_sweep(tmp_path, "one", A, np.logspace(12, 16, 8), seed=3), "flops")
-  out, _ = compare.compare(a, dict(a), bootstrap=200)
+  out, _ = compare.compare(a, dict(a), bootstrap=100)
   for row in out["budgets"]:
     assert row["multiplier"] == pytest.approx(1.0) and row["multiplier_ci"][0] < 1 < row["multiplier_ci"][1]
 
@@ -65,7 +65,7 @@ def test_a_steeper_recipe_scales_better(tmp_path):
   a = compare.sweep_points(_sweep(tmp_path, "a", A, np.logspace(12, 16, 8), seed=4), "flops")
   steeper = {"E": 1.5, "A": 2.0e3 * 10 ** (12 * 0.1), "alpha": 0.35}  # equal at 1e12, better beyond
   b = compare.sweep_points(_sweep(tmp_path, "b", steeper, np.logspace(12, 16, 8), seed=5), "flops")
-  out, _ = compare.compare(a, b, bootstrap=200)
+  out, _ = compare.compare(a, b, bootstrap=100)
   assert out["verdict"] == "B scales better (larger exponent)" and out["exponent_difference_ci"][0] > 0
   ks = [row["multiplier"] for row in out["budgets"]]
   assert ks[0] == pytest.approx(1.0, rel=0.2) and ks[-1] > 3 * ks[0]  # the gain grows with compute
@@ -76,13 +76,19 @@ def test_a_steeper_recipe_scales_better(tmp_path):
     ("two_trials", "2 distinct flops values among its finished trials"),
     ("not_a_sweep", "not a directory"),
 ])
-def test_bad_input_is_one_line_and_exit_2(tmp_path, case, message):
+def test_bad_input_is_one_clear_line(tmp_path, case, message):
   dir_a = _sweep(tmp_path, "a", A, np.logspace(12, 14, 5))
   dir_b = {"disjoint": lambda: _sweep(tmp_path, "b", A, np.logspace(15, 17, 5)),
            "two_trials": lambda: _sweep(tmp_path, "b", A, np.logspace(12, 13, 2)),
            "not_a_sweep": lambda: str(tmp_path / "missing")}[case]()
-  done = _run(dir_a, dir_b, "--bootstrap", "20")
-  assert done.returncode == 2 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+  with pytest.raises(compare.UsageError, match=message):
+    compare.compare(compare.sweep_points(dir_a, "flops"), compare.sweep_points(dir_b, "flops"), bootstrap=20)
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path):
+  done = _run(_sweep(tmp_path, "a", A, np.logspace(12, 14, 5)), _sweep(tmp_path, "b", A, np.logspace(15, 17, 5)),
+              "--bootstrap", "20")
+  assert done.returncode == 2 and done.stderr.count("\n") == 1 and "cover no x in common" in done.stderr, done.stderr
 
 
 def test_the_fit_uses_the_frontier_so_an_isoflop_grid_counts_by_its_best_size():

@@ -63,9 +63,15 @@ def _extend(*argv):
                         capture_output=True, text=True, timeout=300)
 
 
-def test_extend_writes_the_predicted_optimum_and_half_and_double_it(tmp_path):
-  sweep_dir = _fake_sweep(tmp_path)
-  done = _extend(sweep_dir, "--budget", "4e10", "--bootstrap", "30", "--no-run")
+@pytest.fixture(scope="module")
+def extended(tmp_path_factory):
+  """A fake fitted sweep and `sweeps extend --no-run` at 4x its largest budget: (tmp_path, the command's result)."""
+  tmp_path = tmp_path_factory.mktemp("extend")
+  return tmp_path, _extend(_fake_sweep(tmp_path), "--budget", "4e10", "--bootstrap", "30", "--no-run")
+
+
+def test_extend_writes_the_predicted_optimum_and_half_and_double_it(extended):
+  tmp_path, done = extended
   assert done.returncode == 0, done.stderr
   follow_up = tmp_path / "iso_extend_4e10.yaml"
   sweep = expand.load(str(follow_up))  # a valid sweep file, as a user could edit and re-run
@@ -86,10 +92,10 @@ def test_extend_writes_the_predicted_optimum_and_half_and_double_it(tmp_path):
     assert t["predicted_loss_ci"][0] < t["predicted_loss"] < t["predicted_loss_ci"][1]
 
 
-def test_the_follow_up_report_sets_the_outcome_against_the_prediction(tmp_path):
-  sweep_dir = _fake_sweep(tmp_path)
-  assert _extend(sweep_dir, "--budget", "4e10", "--bootstrap", "30", "--no-run").returncode == 0
-  prediction = metrics_lib.read_json(str(tmp_path / "iso_extend_4e10" / "prediction.json"))
+def test_the_follow_up_report_sets_the_outcome_against_the_prediction(extended, tmp_path):
+  done = extended[1]
+  assert done.returncode == 0, done.stderr
+  prediction = metrics_lib.read_json(str(extended[0] / "iso_extend_4e10" / "prediction.json"))
   # The follow-up's trials "finish" exactly on the truth: the predicted optimum must be the best of the three.
   sizes = [t["size"] for t in prediction["trials"]]
   os.makedirs(tmp_path / "f")

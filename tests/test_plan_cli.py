@@ -1,5 +1,6 @@
 """`python -m analysis plan`: compute-optimal N, D and loss per budget from a CSV or a sweep directory."""
 import json
+import re
 import pathlib
 import subprocess
 import sys
@@ -7,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from analysis import isoflop
+from analysis import isoflop, plan_cli
 from tests.test_objectives_report import write_sweep
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -67,9 +68,14 @@ def test_isoflop_plan_follows_the_vertices(runs_csv):
     (["{sweep}", "--budget", "1e20"], "2 finished trials: too few for the parametric method"),
     (["{sweep}", "--budget", "1e20", "--y", "loss"], "a sweep directory's columns are fixed"),
 ])
-def test_bad_input_is_one_line_and_exit_2(runs_csv, tmp_path, argv, message):
+def test_bad_input_is_one_clear_line(runs_csv, tmp_path, argv, message):
   sweep = write_sweep(str(tmp_path / "tiny"), "tiny", [(None, 1, {"params_non_embedding": 1e5, "final_eval_loss": 3.0}),
                                                        (None, 2, {"params_non_embedding": 2e5, "final_eval_loss": 2.9})],
                       curve_steps=4)
-  done = plan(*[a.format(csv=runs_csv, sweep=sweep) for a in argv])
-  assert done.returncode == 2 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+  with pytest.raises(plan_cli.UsageError, match=re.escape(message)):
+    plan_cli.run([a.format(csv=runs_csv, sweep=sweep) for a in argv])
+
+
+def test_bad_input_exits_2_with_one_line(runs_csv):
+  done = plan("--csv", runs_csv, "--budget", "-5")
+  assert done.returncode == 2 and done.stderr.count("\n") == 1 and "must be a positive" in done.stderr, done.stderr
