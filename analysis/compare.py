@@ -12,7 +12,7 @@ its best size per budget) and prints one JSON object with
   A never reaches it and k is unbounded (null, with the share of bootstrap pairs where it is);
 - the difference of exponents alpha_B - alpha_A with its interval, and a bootstrap test of "same
   exponent": inside the interval, B's gain is a constant factor; above it, B scales better;
-- a plot with both sweeps' points, their fitted curves and bands, and k against x.
+- a plot (analysis/plots.py) with both sweeps' points, their fitted curves and bands, and k against x.
 
 Works for any two sweeps (different families, objectives, data); it says when their loss units
 differ, since a multiplier between losses of different units means nothing. Bad input exits 2
@@ -21,16 +21,14 @@ several objectives, x ranges that do not overlap.
 """
 import argparse
 import json
-import math
 import os
 import sys
 
 import numpy as np
-import pandas as pd
 
 from analysis import fit as fit_lib
-from analysis import laws, objectives
-from analysis.fit_cli import UsageError
+from analysis import laws, objectives, plots
+from analysis.fit_cli import UsageError, fit_json, json_number
 
 COLUMNS = {"flops": "flops", "params": "params_non_embedding"}
 SAME_X = 0.01  # x values within 1% are one budget
@@ -38,24 +36,18 @@ SAME_X = 0.01  # x values within 1% are one budget
 
 def sweep_points(directory: str, x: str) -> dict:
   """A sweep's frontier of finished trials as x and final eval loss, with its name and loss unit."""
-  from analysis.load import LoadError, load_sweep
+  from analysis.load import LoadError, finished, load_sweep
   try:
     results = load_sweep(directory)
   except LoadError as e:
     raise UsageError(str(e)) from None
-  trials = results.trials
-  done = trials[trials.status == "done"] if "status" in trials else trials.iloc[:0]
   column = COLUMNS[x]
-  if column not in done or "final_eval_loss" not in done:
-    done = done.iloc[:0]
+  done = finished(results.trials, [column, "final_eval_loss"], positive=[column, "final_eval_loss"])
   by_objective = objectives.groups(done) if len(done) else {}
   if len(by_objective) > 1:
     raise UsageError(f"{directory}: trials of several objectives ({', '.join(map(str, by_objective))}); "
                      "compare sweeps of one objective each")
-  xs = pd.to_numeric(done.get(column, pd.Series(dtype=float)), errors="coerce").to_numpy(float)
-  ys = pd.to_numeric(done.get("final_eval_loss", pd.Series(dtype=float)), errors="coerce").to_numpy(float)
-  keep = np.isfinite(xs) & np.isfinite(ys) & (xs > 0) & (ys > 0)
-  xs, ys = frontier(xs[keep], ys[keep])
+  xs, ys = frontier(done[column].to_numpy(float), done.final_eval_loss.to_numpy(float))
   if np.unique(xs).size < laws.POWER.n_params:
     raise UsageError(f"{directory}: {np.unique(xs).size} distinct {column} values among its finished trials; "
                      f"fitting L = E + A x^-alpha needs at least {laws.POWER.n_params}")
@@ -103,14 +95,9 @@ def shared_budgets(x_a, x_b) -> np.ndarray:
   return np.asarray(kept)
 
 
-def _number(value):
-  value = float(value)
-  return value if math.isfinite(value) else None
-
-
 def _interval(samples, level=0.95):
   lo, hi = fit_lib.percentile_interval(np.asarray(samples, float), level)
-  return [_number(lo), _number(hi)]
+  return [json_number(lo), json_number(hi)]
 
 
 def compare(a: dict, b: dict, bootstrap: int = 200, seed: int = 0) -> tuple[dict, dict]:
@@ -133,7 +120,7 @@ def compare(a: dict, b: dict, bootstrap: int = 200, seed: int = 0) -> tuple[dict
     alpha_diff = fits["b"].bootstrap_params["alpha"] - fits["a"].bootstrap_params["alpha"]
   rows = []
   for i, x in enumerate(budgets):
-    row = {"x": float(x), "multiplier": _number(best[i])}
+    row = {"x": float(x), "multiplier": json_number(best[i])}
     if paired:
       column = samples[:, i]
       row["multiplier_ci"] = _interval(column)
@@ -160,52 +147,7 @@ def compare(a: dict, b: dict, bootstrap: int = 200, seed: int = 0) -> tuple[dict
 def _side(sweep, result) -> dict:
   return {"directory": sweep["directory"], "sweep": sweep["name"], "n_points": int(len(sweep["x"])),
           "loss_unit": sweep["loss_unit"], "x_range": [float(sweep["x"].min()), float(sweep["x"].max())],
-          "params": {k: _number(v) for k, v in result.params.items()},
-          "ci": {k: [_number(lo), _number(hi)] for k, (lo, hi) in result.ci.items()}}
-
-
-def plot(path, a, b, drawn, x_label):
-  """Left: both sweeps' final losses (each point a finished trial) and fitted curves with 95% bands.
-  Right: the multiplier k of B over A at the shared budgets, with its band."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-  for sweep, result, color in ((a, drawn["fits"]["a"], "tab:blue"), (b, drawn["fits"]["b"], "tab:orange")):
-    left.scatter(sweep["x"], sweep["loss"], color=color, zorder=3, s=18, label=f"{sweep['name']} (A)"
-                 if sweep is a else f"{sweep['name']} (B)")
-    grid = np.geomspace(min(a["x"].min(), b["x"].min()) / 2, max(a["x"].max(), b["x"].max()) * 2, 200)
-    p = result.params
-    left.plot(grid, result.predict(grid), color=color, lw=1.3,
-              label=f"E = {p['E']:.3g}, alpha = {p['alpha']:.3f}")
-    if len(result.bootstrap_theta):
-      lo, hi = result.predict_interval(grid)
-      left.fill_between(grid, lo, hi, color=color, alpha=0.12, lw=0)
-  losses = np.concatenate([a["loss"], b["loss"]])
-  pad = 0.1 * max(np.ptp(losses), 1e-3)
-  left.set_ylim(losses.min() - pad, losses.max() + pad)
-  left.set_xscale("log")
-  left.set_xlabel(x_label)
-  left.set_ylabel(f"final eval loss ({a['loss_unit']})")
-  left.set_title("Both recipes: final losses and fitted L = E + A x^-alpha (95% bands)", fontsize=9)
-  left.legend(fontsize=7)
-  budgets, best = drawn["budgets"], drawn["best"]
-  right.plot(budgets, best, "o-", color="black", label="k: L_B(x) = L_A(k x)")
-  if drawn["samples"] is not None:
-    lo, hi = fit_lib.percentile_interval(np.where(np.isfinite(drawn["samples"]), drawn["samples"], np.nan), 0.95)
-    right.fill_between(budgets, lo, hi, color="black", alpha=0.12, lw=0, label="95% interval")
-  right.axhline(1.0, color="gray", ls="--", lw=1)
-  right.set_xscale("log")
-  right.set_yscale("log")
-  right.set_xlabel(x_label)
-  right.set_ylabel("multiplier of B over A")
-  right.set_title("Effective multiplier at the budgets both sweeps cover", fontsize=9)
-  right.legend(fontsize=7)
-  for ax in (left, right):
-    ax.grid(alpha=0.3, which="both")
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+          **{key: fit_json(result)[key] for key in ("params", "ci")}}
 
 
 def main(argv=None) -> int:
@@ -228,7 +170,7 @@ def main(argv=None) -> int:
     return 2
   path = args.plot or os.path.join(args.dir_b, "analysis", f"compare_{a['name']}.png")
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  plot(path, a, b, drawn, "training compute (FLOPs, exact count)" if args.x == "flops" else "non-embedding parameters")
+  plots.recipe_comparison(path, a, b, drawn, plots.LABELS[COLUMNS[args.x]])
   print(json.dumps({"x": args.x, **out, "plot": path}, indent=1, allow_nan=False))
   return 0
 

@@ -224,11 +224,11 @@ def _check_repetition(inputs, names, path):
 def _half_worth(result) -> dict:
   """half_worth_epochs and its interval, from R_D_star's bootstrap fits."""
   value, lo, hi = result.interval(lambda p: laws.half_worth_epochs(p["R_D_star"]))
-  return {"derived": {"half_worth_epochs": _json_number(value)},
-          "derived_ci": {"half_worth_epochs": [_json_number(lo), _json_number(hi)]}}
+  return {"derived": {"half_worth_epochs": json_number(value)},
+          "derived_ci": {"half_worth_epochs": [json_number(lo), json_number(hi)]}}
 
 
-def _json_number(value):
+def json_number(value):
   value = float(value)
   return value if math.isfinite(value) else None
 
@@ -312,10 +312,10 @@ def run(argv) -> dict:
   out["predictions"] = []
   out["prediction_ci"] = []
   if points is not None:
-    out["predictions"] = [_json_number(v) for v in result.predict(points)]
+    out["predictions"] = [json_number(v) for v in result.predict(points)]
     if args.bootstrap:
       lo, hi = result.predict_interval(points)
-      out["prediction_ci"] = [[_json_number(a), _json_number(b)] for a, b in zip(lo, hi)]
+      out["prediction_ci"] = [[json_number(a), json_number(b)] for a, b in zip(lo, hi)]
     else:
       out["prediction_ci"] = [[None, None] for _ in echo]
   if law in (laws.DATA_CONSTRAINED, laws.DATA_CONSTRAINED_FULL):
@@ -328,9 +328,9 @@ def run(argv) -> dict:
 def fit_json(result) -> dict:
   """A FitResult as JSON-able numbers: law, params, ci ([lo, hi]), objective, n_points; NaN as null."""
   out = result.to_dict()
-  out["params"] = {k: _json_number(v) for k, v in out["params"].items()}
-  out["ci"] = {k: [_json_number(lo), _json_number(hi)] for k, (lo, hi) in result.ci.items()}
-  out["objective"] = _json_number(out["objective"])
+  out["params"] = {k: json_number(v) for k, v in out["params"].items()}
+  out["ci"] = {k: [json_number(lo), json_number(hi)] for k, (lo, hi) in result.ci.items()}
+  out["objective"] = json_number(out["objective"])
   return out
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 
+import numpy as np
 import pandas as pd
 
 from scaling import metrics as metrics_lib
@@ -75,6 +76,19 @@ def load_sweep(directory: str) -> SweepResults:
     if column in steps:
       steps[column] = pd.to_numeric(steps[column], errors="coerce")
   return SweepResults(name=manifest["name"], directory=directory, trials=trials, steps=steps, warnings=warnings)
+
+
+def finished(trials: pd.DataFrame, columns, positive=()) -> pd.DataFrame:
+  """The trials that finished (`done`) with a finite number in each of `columns`, and above 0 in each of
+  `positive`, those columns as floats; no rows if a column is missing (what the fits and plans use)."""
+  done = trials[trials.status == "done"] if "status" in trials else trials.iloc[:0]
+  if not all(c in done for c in columns):
+    return done.iloc[:0]
+  values = done[list(columns)].apply(pd.to_numeric, errors="coerce").astype(float)
+  keep = np.isfinite(values.to_numpy()).all(axis=1)
+  for column in positive:
+    keep &= values[column].to_numpy() > 0
+  return done[keep].assign(**{c: values[c][keep] for c in columns})
 
 
 def _trial_row(run_dir: str, trial: dict) -> tuple:

@@ -65,18 +65,15 @@ def _budgets(text: str) -> list:
 
 def _runs_from_sweep(directory: str):
   """(N, D, loss, where) of a sweep directory's finished trials."""
-  from analysis.load import LoadError, load_sweep
+  from analysis.load import LoadError, finished, load_sweep
   try:
     trials = load_sweep(directory).trials
   except LoadError as e:
     raise UsageError(str(e)) from None
-  done = trials[trials.status == "done"] if "status" in trials else trials.iloc[:0]
   columns = ["params_non_embedding", "tokens", "final_eval_loss"]
-  if not all(c in done for c in columns):
-    done = done.iloc[:0]
-  values = done[columns].apply(lambda c: c.astype(float)).to_numpy() if len(done) else np.zeros((0, 3))
-  values = values[np.isfinite(values).all(axis=1) & (values[:, :2] > 0).all(axis=1)]
-  return values[:, 0], values[:, 1], values[:, 2], f"{directory}: {len(values)} finished trials"
+  done = finished(trials, columns, positive=columns[:2])
+  n, d, y = (done[c].to_numpy(float) for c in columns)
+  return n, d, y, f"{directory}: {len(y)} finished trials"
 
 
 def _runs_from_csv(args):
@@ -95,7 +92,7 @@ def _runs_from_csv(args):
 
 
 def _jsonable(plan: dict) -> dict:
-  number = fit_cli._json_number
+  number = fit_cli.json_number
   return {k: ([number(v[0]), number(v[1])] if isinstance(v, tuple) else
               number(v) if isinstance(v, (float, int, np.floating)) and not isinstance(v, bool) else v)
           for k, v in plan.items()}

@@ -6,6 +6,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from analysis import fit as fit_lib  # noqa: E402
+
 LABELS = {
     "params_non_embedding": "non-embedding parameters",
     "params_total": "total parameters",
@@ -44,16 +46,22 @@ def _floor(ax, entropy_floor):
     ax.axhline(entropy_floor, color="tab:green", ls="--", lw=1, label=f"true entropy floor {entropy_floor:.3f}")
 
 
+def _save(fig, path, axes=()):
+  """Grids `axes`, lays the figure out and writes it as a PNG."""
+  for ax in axes:
+    ax.grid(alpha=0.3, which="both")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
 def _finish(fig, ax, path, x_label, y_label, title):
   ax.set_xscale("log")
   ax.set_xlabel(x_label)
   ax.set_ylabel(y_label)
   ax.set_title(title)
   ax.legend(fontsize=7, loc="upper right")
-  ax.grid(alpha=0.3, which="both")
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  _save(fig, path, [ax])
 
 
 def loss_vs_compute(path, trials, steps, fit, compute_column, entropy_floor=None, loss_unit="nats/token", title=None):
@@ -163,10 +171,7 @@ def objectives_vs(path, curves, summary, x_column):
     ax.set_ylabel(f"final eval loss ({entry['loss_unit']})")
     ax.set_title(f"Own loss: {name}", fontsize=9)
     ax.legend(fontsize=7, loc="upper right")
-    ax.grid(alpha=0.3, which="both")
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  _save(fig, path, axes[0, 1:])
 
 
 def loss_vs_epochs(path, rows, groups, predict, entropy_floor=None, loss_unit="nats/token"):
@@ -221,10 +226,7 @@ def loss_vs_epochs(path, rows, groups, predict, entropy_floor=None, loss_unit="n
     _floor(ax, entropy_floor)
     _limit_y(ax, drawn, entropy_floor)
     ax.legend(fontsize=7, loc="upper right")
-    ax.grid(alpha=0.3, which="both")
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  _save(fig, path, (left, right))
 
 
 def isoflop(path, drawn, convention="non-embedding"):
@@ -276,8 +278,42 @@ def isoflop(path, drawn, convention="non-embedding"):
   right.set_ylabel("compute-optimal N*")
   right.set_title("N* against compute: approach 2 vs approach 3", fontsize=9)
   right.legend(fontsize=7)
-  for ax in (left, right):
-    ax.grid(alpha=0.3, which="both")
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  _save(fig, path, (left, right))
+
+
+def recipe_comparison(path, a, b, drawn, x_label):
+  """Left: both sweeps' final losses (each point a finished trial) and fitted curves with 95% bands.
+  Right: the multiplier k of B over A at the shared budgets, with its band. a, b, drawn: analysis/compare.py's
+  sweep points and what its compare() returns for the plot."""
+  fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+  for sweep, result, color in ((a, drawn["fits"]["a"], "tab:blue"), (b, drawn["fits"]["b"], "tab:orange")):
+    left.scatter(sweep["x"], sweep["loss"], color=color, zorder=3, s=18, label=f"{sweep['name']} (A)"
+                 if sweep is a else f"{sweep['name']} (B)")
+    grid = np.geomspace(min(a["x"].min(), b["x"].min()) / 2, max(a["x"].max(), b["x"].max()) * 2, 200)
+    p = result.params
+    left.plot(grid, result.predict(grid), color=color, lw=1.3,
+              label=f"E = {p['E']:.3g}, alpha = {p['alpha']:.3f}")
+    if len(result.bootstrap_theta):
+      lo, hi = result.predict_interval(grid)
+      left.fill_between(grid, lo, hi, color=color, alpha=0.12, lw=0)
+  losses = np.concatenate([a["loss"], b["loss"]])
+  pad = 0.1 * max(np.ptp(losses), 1e-3)
+  left.set_ylim(losses.min() - pad, losses.max() + pad)
+  left.set_xscale("log")
+  left.set_xlabel(x_label)
+  left.set_ylabel(f"final eval loss ({a['loss_unit']})")
+  left.set_title("Both recipes: final losses and fitted L = E + A x^-alpha (95% bands)", fontsize=9)
+  left.legend(fontsize=7)
+  budgets, best = drawn["budgets"], drawn["best"]
+  right.plot(budgets, best, "o-", color="black", label="k: L_B(x) = L_A(k x)")
+  if drawn["samples"] is not None:
+    lo, hi = fit_lib.percentile_interval(np.where(np.isfinite(drawn["samples"]), drawn["samples"], np.nan), 0.95)
+    right.fill_between(budgets, lo, hi, color="black", alpha=0.12, lw=0, label="95% interval")
+  right.axhline(1.0, color="gray", ls="--", lw=1)
+  right.set_xscale("log")
+  right.set_yscale("log")
+  right.set_xlabel(x_label)
+  right.set_ylabel("multiplier of B over A")
+  right.set_title("Effective multiplier at the budgets both sweeps cover", fontsize=9)
+  right.legend(fontsize=7)
+  _save(fig, path, (left, right))

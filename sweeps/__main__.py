@@ -8,14 +8,17 @@ from sweeps import expand
 from sweeps.spec import SpecError
 
 
-def _non_negative(text: str) -> int:
-  try:
-    value = int(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-  if not 0 <= value <= 100:
-    raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 100, got {value}")
-  return value
+def _whole_number(upper: int):
+  """An argparse type: a whole number from 0 to `upper`."""
+  def parse(text: str) -> int:
+    try:
+      value = int(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if not 0 <= value <= upper:
+      raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {upper}, got {value}")
+    return value
+  return parse
 
 
 def _writable_directory(path: str):
@@ -28,16 +31,6 @@ def _writable_directory(path: str):
   except OSError as e:
     return e.strerror or str(e)
   return None
-
-
-def _non_negative_bootstrap(text: str) -> int:
-  try:
-    value = int(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-  if not 0 <= value <= 10_000:
-    raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 10000, got {value}")
-  return value
 
 
 def _extend(args) -> int:
@@ -93,7 +86,7 @@ def main(argv=None) -> int:
   run_parser.add_argument("--no-analysis", action="store_true")
   run_parser.add_argument("--retry-failed", action="store_true",
                           help="also re-run trials marked failed (they resume from their last checkpoint)")
-  run_parser.add_argument("--retries", type=_non_negative, default=None,
+  run_parser.add_argument("--retries", type=_whole_number(100), default=None,
                           help="re-runs of a crashed trial before it is marked failed (default: runtime.retries)")
   validate_parser = commands.add_parser("validate", help="check the sweep file and list its trials")
   validate_parser.add_argument("file")
@@ -103,7 +96,7 @@ def main(argv=None) -> int:
                                        "optimum and 0.5x / 2x it to check the prediction")
   extend_parser.add_argument("sweep_dir")
   extend_parser.add_argument("--budget", type=float, required=True, help="FLOPs (C = 6 N D)")
-  extend_parser.add_argument("--bootstrap", type=_non_negative_bootstrap, default=200)
+  extend_parser.add_argument("--bootstrap", type=_whole_number(10_000), default=200)
   extend_parser.add_argument("--no-progress", action="store_true")
   extend_parser.add_argument("--no-run", action="store_true", help="write the follow-up sweep and prediction only")
   args = parser.parse_args(argv)

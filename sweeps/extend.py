@@ -33,21 +33,13 @@ class ExtendError(ValueError):
 
 
 def _finished(sweep_dir: str):
-  from analysis.load import LoadError, load_sweep
+  from analysis.load import LoadError, finished, load_sweep
   try:
     results = load_sweep(sweep_dir)
   except LoadError as e:
     raise ExtendError(str(e)) from None
-  trials = results.trials
-  done = trials[trials.status == "done"] if "status" in trials else trials.iloc[:0]
   columns = ["params_non_embedding", "tokens", "final_eval_loss"]
-  if len(done) and all(c in done for c in columns):
-    values = done[columns].astype(float).to_numpy()
-    keep = np.isfinite(values).all(axis=1) & (values[:, :2] > 0).all(axis=1)
-    done = done[keep]
-  else:
-    done = done.iloc[:0]
-  return results, done
+  return results, finished(results.trials, columns, positive=columns[:2])
 
 
 def _ladder(config: dict, up_to: float):
