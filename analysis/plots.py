@@ -317,3 +317,52 @@ def recipe_comparison(path, a, b, drawn, x_label):
   right.set_title("Effective multiplier at the budgets both sweeps cover", fontsize=9)
   right.legend(fontsize=7)
   _save(fig, path, (left, right))
+
+
+def _sigmoid_curve(ax, described, x_lo, x_hi, color):
+  """The fitted sigmoid, its bootstrap band and the emergence point with its interval (analysis/emergence.py)."""
+  sig = described.get("_fit")
+  if sig is None:
+    return
+  grid = np.geomspace(x_lo, x_hi, 200)
+  result, scale = sig["result"], sig["scale"]
+  ax.plot(grid, result.predict(scale.law_input(grid)), color=color, lw=1.5,
+          label=f"sigmoid (10-90% rise: {sig['rise_width'] / np.log(10):.2f} decades)")
+  if len(result.bootstrap_theta):
+    lo, hi = result.predict_interval(scale.law_input(grid))
+    ax.fill_between(grid, lo, hi, color=color, alpha=0.12, lw=0)
+  if described.get("emergence_point") is not None:
+    lo, hi = described["emergence_point_ci"]
+    ax.axvline(described["emergence_point"], color=color, ls="--", lw=1,
+               label=f"emergence N = {described['emergence_point']:.3g}")
+    if np.isfinite(lo) and np.isfinite(hi):  # clipped to the data: an open interval must not set the axis
+      ax.axvspan(max(lo, x_lo), min(hi, x_hi), color=color, alpha=0.08, lw=0)
+
+
+def emergence(path, drawn: dict):
+  """Per task, facing panels: exact match (left) and the answer's log-probability (right) against N.
+
+  Every point is one finished trial (a row of analysis/emergence_report.task_rows; seeds as markers),
+  with the rung means, the sigmoid fits, their bands and emergence points."""
+  fig, axes = plt.subplots(len(drawn), 2, figsize=(11, 3.6 * len(drawn)), squeeze=False)
+  markers = ["o", "s", "^", "D", "v", "P"]
+  for (task, d), (left, right) in zip(drawn.items(), axes):
+    rows = d["rows"]
+    x_lo, x_hi = rows.params.min() / 1.3, rows.params.max() * 1.3
+    for ax, metric, described, color, label in (
+        (left, "exact_match", d["exact_match"], "tab:blue", "exact match"),
+        (right, "logprob", d["logprob"], "tab:red", "log-probability of the answer (nats)")):
+      for i, (seed, g) in enumerate(rows.groupby("seed", sort=True)):
+        ax.scatter(g.params, g[metric], marker=markers[i % len(markers)], color=color, alpha=0.6, s=22,
+                   label=f"seed {seed:g}", zorder=3)
+      means = rows.groupby("params")[metric].mean()
+      ax.plot(means.index, means.values, color="gray", lw=0.8, zorder=2, label="mean over seeds")
+      _sigmoid_curve(ax, described, x_lo, x_hi, color)
+      ax.set_xscale("log")
+      ax.set_xlim(x_lo, x_hi)
+      ax.set_xlabel(LABELS["params_non_embedding"])
+      ax.set_ylabel(label)
+      ax.set_title(f"{task}: {label}", fontsize=9)
+      ax.legend(fontsize=6, loc="upper left")
+    left.set_ylim(-0.03, 1.03)
+  _save(fig, path, axes.ravel())

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import backtest as backtest_lib
-from analysis import data_constrained
+from analysis import data_constrained, emergence_report
 from analysis import fit as fit_lib
 from analysis import fit_plots, isoflop_report, laws, plots
 from analysis import forecast as forecast_lib
@@ -191,6 +191,10 @@ def analyze(directory, params_column="params_non_embedding", compute_column="flo
     summary["data_constrained"], drawn = data_constrained.analyze(done, params_column, bootstrap, tokens_per_param)
     plots.loss_vs_epochs(os.path.join(out_dir, "loss_vs_epochs.png"), drawn["rows"], drawn["groups"], drawn["predict"],
                          _shared_value(done, "entropy_floor"), objectives_lib.unit_of(done))
+  if emergence_report.applies(done):
+    summary["emergence"], drawn = emergence_report.analyze(done, params_column, bootstrap)
+    if drawn:
+      plots.emergence(os.path.join(out_dir, "emergence.png"), drawn)
   metrics_lib.write_json_atomic(os.path.join(out_dir, "fits.json"), summary)
   with open(os.path.join(out_dir, "report.md"), "w") as f:
     f.write(_markdown(summary, done, excluded, fitted, params_column, spent))
@@ -290,6 +294,9 @@ def _markdown(summary, done, excluded, fitted, params_column, spent) -> str:
     lines += [""] + data_constrained.markdown(summary["data_constrained"])
     lines.pop()
     files.append("`loss_vs_epochs.png`")
+  if summary.get("emergence"):
+    lines += [""] + emergence_report.markdown(summary["emergence"])
+    files.append("`emergence.png`")
   if summary["curve_flags"]:
     lines += ["", "## Learning curves: forecast from the first half, checked against the second", "",
               "| trial | flag | why |", "|---|---|---|"]
@@ -350,6 +357,8 @@ def main(argv=None) -> int:
     print(prefix + _backtest_line(pick("backtest"), pick("entropy_floor")))
   if "data_constrained" in summary:
     print(data_constrained.console_line(summary["data_constrained"]))
+  if summary.get("emergence"):
+    print(emergence_report.console_line(summary["emergence"]))
   if "isoflop" in summary:
     print(isoflop_report.console_line(summary["isoflop"]))
   for line in prediction_check.console_lines(summary["prediction_check"]) if "prediction_check" in summary else ():

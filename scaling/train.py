@@ -79,12 +79,24 @@ def setup(config: dict) -> Setup:
                tokens_per_step)
 
 
-def make_optimizer(opt_cfg: dict, steps: int):
-  """(AdamW with warmup + cosine and optional clipping, its lr schedule)."""
+def lr_schedule(opt_cfg: dict, steps: int):
+  """Linear warmup, then cosine decay to min_lr_ratio * lr over the rest (`cosine`), or held at lr until
+  the last decay_fraction of the steps and decayed linearly to min_lr_ratio * lr there (`wsd`:
+  warmup-stable-decay, Hu et al. 2024, MiniCPM)."""
   warmup = min(opt_cfg["warmup_steps"], max(steps - 1, 0))
-  schedule = optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=opt_cfg["lr"], warmup_steps=warmup, decay_steps=max(steps, warmup + 1),
-      end_value=opt_cfg["lr"] * opt_cfg["min_lr_ratio"])
+  peak, end = opt_cfg["lr"], opt_cfg["lr"] * opt_cfg["min_lr_ratio"]
+  if opt_cfg.get("schedule", "cosine") == "cosine":
+    return optax.warmup_cosine_decay_schedule(init_value=0.0, peak_value=peak, warmup_steps=warmup,
+                                              decay_steps=max(steps, warmup + 1), end_value=end)
+  decay_start = max(warmup, steps - max(1, round(opt_cfg.get("decay_fraction", 0.2) * steps)))
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, peak, max(warmup, 1)), optax.constant_schedule(peak),
+       optax.linear_schedule(peak, end, max(steps - decay_start, 1))], [warmup, decay_start])
+
+
+def make_optimizer(opt_cfg: dict, steps: int):
+  """(AdamW with the lr schedule (`lr_schedule`) and optional clipping, its lr schedule)."""
+  schedule = lr_schedule(opt_cfg, steps)
   # Decay matrices only; norm scales are not weights to shrink.
   decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
   adamw = optax.adamw(schedule, b1=opt_cfg["b1"], b2=opt_cfg["b2"], eps=opt_cfg["eps"],
@@ -267,6 +279,10 @@ class Placement:
 
   def place_batch(self, batch: dict) -> dict:
     return self.place(lambda rows: batch if rows is None else {k: v[rows] for k, v in batch.items()})
+
+  def with_shapes(self, shapes: dict) -> "Placement":
+    """The same placement for batches of other shapes (the same batch size): an evaluator's own inputs."""
+    return Placement(self.sharding.mesh, shapes)
 
 
 def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | None = None) -> dict:

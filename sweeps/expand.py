@@ -140,6 +140,9 @@ def _expects_sequence(key_path) -> bool:
     fields = _fields_of(model)
     if key not in fields:
       return False
+    if key in _nested_data(model):  # e.g. data.language: a data config of its own
+      model = spec_lib.DataSpec
+      continue
     annotation = fields[key]
     options = typing.get_args(annotation) if typing.get_origin(annotation) is typing.Union else (annotation,)
     if any(typing.get_origin(option) in (tuple, list) for option in options):  # Optional[tuple] too
@@ -148,13 +151,20 @@ def _expects_sequence(key_path) -> bool:
   return False
 
 
-def _fields_of(model) -> dict:
-  """Field annotations of a model, or of every variant of a discriminated union."""
+def _variants(model) -> tuple:
   if typing.get_origin(model) is typing.Annotated:
     model = typing.get_args(model)[0]
-  variants = typing.get_args(model) if typing.get_origin(model) is typing.Union else (model,)
+  return typing.get_args(model) if typing.get_origin(model) is typing.Union else (model,)
+
+
+def _nested_data(model) -> set:
+  return {name for v in _variants(model) for name in getattr(v, "nested_data", ())}
+
+
+def _fields_of(model) -> dict:
+  """Field annotations of a model, or of every variant of a discriminated union."""
   fields = {}
-  for variant in variants:
+  for variant in _variants(model):
     if isinstance(variant, type) and issubclass(variant, pydantic.BaseModel):
       fields.update({name: f.annotation for name, f in variant.model_fields.items()})
   return fields

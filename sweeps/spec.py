@@ -87,7 +87,8 @@ class HorizonSpec(_Strict):
 
 
 class OptimizerSpec(_Strict):
-  """AdamW with linear warmup then cosine decay to min_lr_ratio * lr."""
+  """AdamW with linear warmup, then cosine decay to min_lr_ratio * lr (`cosine`), or constant lr and a
+  linear decay to min_lr_ratio * lr over the last decay_fraction of the steps (`wsd`)."""
   name: Literal["adamw"] = "adamw"
   lr: float = pydantic.Field(3e-3, gt=0, le=10)
   weight_decay: float = pydantic.Field(0.1, ge=0)
@@ -97,6 +98,8 @@ class OptimizerSpec(_Strict):
   warmup_steps: int = pydantic.Field(50, ge=0)
   min_lr_ratio: float = pydantic.Field(0.1, ge=0, le=1)
   grad_clip: float = pydantic.Field(1.0, ge=0)  # 0 disables clipping.
+  schedule: Literal["cosine", "wsd"] = "cosine"
+  decay_fraction: float = pydantic.Field(0.2, gt=0, le=1, strict=False)  # wsd: share of the steps that decay
 
 
 class TrainSpec(_Strict):
@@ -133,7 +136,8 @@ class TrainSpec(_Strict):
 NOT_IN_ID = (("train", "stop_when_off_forecast"),)
 # Keys added after trials were first hashed are hashed only when set, so earlier trials keep their ids.
 HASHED_WHEN_SET = {("train", "inject_corruption_at_step"): None, ("data", "unique_tokens"): None,
-                   ("train", "horizon", "flops"): None, ("train", "horizon", "flop_count"): "exact"}
+                   ("train", "horizon", "flops"): None, ("train", "horizon", "flop_count"): "exact",
+                   ("optimizer", "schedule"): "cosine", ("optimizer", "decay_fraction"): 0.2}
 
 
 class MeshSpec(_Strict):
@@ -297,8 +301,12 @@ def error_at(path: str, lines: dict, key_path: tuple, message: str) -> SpecError
 def validation_error(path: str, lines: dict, error: pydantic.ValidationError, prefix=()) -> SpecError:
   first = error.errors()[0]
   # Discriminated unions put the variant's tag in the location; it is not a key of the file.
-  loc = tuple(k for k in first["loc"] if k not in _DATA_KINDS)
-  message = first["msg"]
+  # (Only there: a kind's name may also be a key, as `tasks` is of the tasks kind.)
+  loc = tuple(first["loc"])
+  at = 1 if loc[:1] == ("data",) else 0
+  if len(loc) > at and loc[at] in _DATA_KINDS:
+    loc = loc[:at] + loc[at + 1:]
+  message = first["msg"].removeprefix("Value error, ")
   if first["type"] == "extra_forbidden":
     message = "unknown key"
   elif first["type"] == "missing":

@@ -31,7 +31,8 @@ from scaling.lazy_registry import Registry
 
 UNIQUE_STREAM = 1 << 42  # The fixed training set of `unique_tokens`: disjoint from every other draw.
 _KINDS = Registry("data kind", ("scaling.data.markov", "scaling.data.text", "scaling.data.tfds_source",
-                                "scaling.data.idx", "scaling.data.tfds_images", "scaling.data.shapes"))
+                                "scaling.data.idx", "scaling.data.tfds_images", "scaling.data.shapes",
+                                "scaling.data.tasks"))
 
 
 class DataError(ValueError):
@@ -46,6 +47,7 @@ class DataSchema(pydantic.BaseModel):
   """Base of every kind's schema: strict, unknown keys refused, immutable."""
   model_config = pydantic.ConfigDict(extra="forbid", strict=True, frozen=True)
   finite: ClassVar[bool] = False  # a fixed set of training examples (so `horizon.epochs` means something)
+  nested_data: ClassVar[tuple] = ()  # fields that hold another data config (its lists are values, not grid axes)
 
   def model_inputs(self, seq_len: int) -> dict:
     raise NotImplementedError

@@ -1,4 +1,9 @@
-"""`next_token`: mean cross-entropy of each next token given the ones before it (nats/token)."""
+"""`next_token`: mean cross-entropy of each next token given the ones before it (nats/token).
+
+A batch with a `loss_mask` [B, L] (data that marks which targets count, e.g. `tasks` with
+loss_on: answers) averages over the marked targets only.
+"""
+import jax.numpy as jnp
 import optax
 
 from scaling import objectives
@@ -6,9 +11,12 @@ from scaling import objectives
 
 def next_token_loss(model, batch, keys, options):
   tokens = batch["tokens"]  # int32 [B, L + 1]: inputs [:, :-1], targets [:, 1:]
-  logits = model(tokens[:, :-1])
-  return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean(), {}
+  losses = optax.softmax_cross_entropy_with_integer_labels(model(tokens[:, :-1]), tokens[:, 1:])
+  if "loss_mask" not in batch:
+    return losses.mean(), {}
+  mask = batch["loss_mask"]
+  return jnp.sum(losses * mask) / jnp.maximum(jnp.sum(mask), 1.0), {}
 
 
 objectives.register("next_token", loss=next_token_loss, kind="generative", loss_unit="nats/token",
-                    needs=("vocab_size", "seq_len"))
+                    needs=("vocab_size", "seq_len"), evaluators=("tasks",))

@@ -1,0 +1,130 @@
+"""Emergence analysis (analysis/emergence.py) and `python -m analysis emergence` on evaluations with a known answer."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import emergence, emergence_cli
+from tests.conftest import ROOT
+
+SIZES = np.logspace(6, 11, 11)
+
+
+def _sigmoid(x, mid, slope=3.0, floor=0.02, ceiling=0.95):
+  return floor + (ceiling - floor) / (1 + (x / mid) ** -slope)
+
+
+def _family(rng, mid, seeds=2, instances=1000):
+  """Exact match of a binomial draw of `instances` around a sigmoid with midpoint `mid`; a smooth log-prob."""
+  rows = []
+  for x in SIZES:
+    for seed in range(seeds):
+      rows.append({"params": x, "seed": seed, "acc": rng.binomial(instances, _sigmoid(x, mid)) / instances,
+                   "logprob": -4 * (x / 1e6) ** -0.25 + rng.normal(0, 0.01),
+                   "logprob_sharp": -4 + 3.9 * _sigmoid(x, mid, floor=0, ceiling=1) + rng.normal(0, 0.01)})
+  return pd.DataFrame(rows)
+
+
+def test_a_known_emergence_point_is_recovered_within_its_interval_and_called_sharp():
+  rows = _family(np.random.default_rng(0), 3e8)
+  entry = emergence.analyze(rows.params, rows.acc, rows.logprob, bootstrap=100)
+  lo, hi = entry["emergence_point_ci"]
+  assert lo < 3e8 < hi and hi / lo < 2
+  assert entry["emergence_point"] == pytest.approx(3e8, rel=0.15)
+  assert entry["monotone"] and entry["sharp"] and entry["sigmoid"]["good_fit"]
+  assert entry["sigmoid"]["params"]["ceiling"] == pytest.approx(0.95, abs=0.02)
+  assert entry["continuous"]["sharp"] is False
+  assert entry["verdict"] == "metric-induced"  # smooth power law in log-prob, jump in exact match
+  both = emergence.analyze(rows.params, rows.acc, rows.logprob_sharp, bootstrap=50)
+  assert both["verdict"] == "sharp in both"
+  assert [r["n"] for r in entry["rungs"]] == [2] * len(SIZES)
+
+
+def test_a_smooth_rise_is_not_sharp():
+  x = SIZES
+  y = 0.1 + 0.08 * np.log(x / x[0])  # linear in ln x across the whole range
+  entry = emergence.describe(x, y, bootstrap=0)
+  assert entry["monotone"] and entry["sharp"] is False
+
+
+def test_a_falling_family_is_flagged_and_given_no_emergence_point():
+  rng = np.random.default_rng(1)
+  acc = np.concatenate([_sigmoid(SIZES[:7], 1e8), _sigmoid(SIZES[7:], 1e8) - 0.5])  # inverse scaling at the top
+  entry = emergence.describe(SIZES, acc + rng.normal(0, 0.005, len(SIZES)), bootstrap=20)
+  assert entry["monotone"] is False and "not monotone" in entry["warning"]
+  assert entry["emergence_point"] is None and entry["sigmoid"]["good_fit"] is False
+
+
+def test_flat_noise_is_no_rise():
+  rng = np.random.default_rng(2)
+  entry = emergence.describe(np.repeat(SIZES, 2), 0.3 + rng.normal(0, 0.01, 2 * len(SIZES)), bootstrap=0)
+  assert entry["emergence_point"] is None and entry["monotone"]
+
+
+def _csv(tmp_path, rows, name="evals.csv"):
+  path = tmp_path / name
+  rows.to_csv(path, index=False)
+  return str(path)
+
+
+def test_cli_groups_pooled_blank_rows_and_linear_x(tmp_path, capsys):
+  rng = np.random.default_rng(3)
+  a, b = _family(rng, 1e8).assign(family="a"), _family(rng, 1e10).assign(family="b")
+  dip = pd.DataFrame({"params": SIZES, "seed": 0, "family": "c", "logprob": -1.0,
+                      "acc": np.where(SIZES > 1e9, 0.1, _sigmoid(SIZES, 1e7))})
+  rows = pd.concat([a, b, dip], ignore_index=True)
+  rows.loc[3, "acc"] = np.nan  # a blank metric: skipped and counted
+  path = _csv(tmp_path, rows)
+  out = emergence_cli.run(["--csv", path, "--x", "params", "--metric", "acc", "--group", "family",
+                           "--continuous", "logprob", "--log-x", "--bootstrap", "60"])
+  groups = out["groups"]
+  assert set(groups) == {"a", "b", "c"} and "pooled" in out
+  assert out["skipped_rows"] == 1 and groups["a"]["skipped_rows"] == 1 and groups["a"]["n_points"] == 21
+  for name, mid in (("a", 1e8), ("b", 1e10)):
+    lo, hi = groups[name]["emergence_point_ci"]
+    assert lo < mid < hi, name
+    assert groups[name]["monotone"] and set(groups[name]["sigmoid"]["ci"]) == {"floor", "ceiling", "slope", "x_mid"}
+  assert groups["c"]["monotone"] is False and groups["c"]["warning"] and groups["c"]["emergence_point"] is None
+  json.dumps(out, allow_nan=False)
+  # Without --group: only pooled. Without --log-x the sigmoid is in x itself: here x = log10 N.
+  only_a = _csv(tmp_path, a.assign(log10_params=np.log10(a.params)), "a.csv")
+  linear = emergence_cli.run(["--csv", only_a, "--x", "log10_params", "--metric", "acc", "--bootstrap", "40"])
+  assert set(linear) >= {"pooled"} and "groups" not in linear
+  assert linear["pooled"]["emergence_point"] == pytest.approx(8.0, abs=0.1)
+  lo, hi = linear["pooled"]["emergence_point_ci"]
+  assert lo < 8.0 < hi
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--x", "nope", "--metric", "acc"], "no column 'nope' (pass --x COL"),
+    (["--x", "params", "--metric", "word"], "column 'word' (--metric) has 1 non-numeric"),
+    (["--x", "zero", "--metric", "acc", "--log-x"], "must be positive with --log-x"),
+    (["--x", "params", "--metric", "acc", "--bootstrap", "-1"], "--bootstrap -1"),
+    (["--x", "params", "--metric", "acc", "--group", "family"], "no column 'family'"),
+])
+def test_cli_bad_input_is_one_line(tmp_path, args, message):
+  rows = pd.DataFrame({"params": SIZES, "zero": np.r_[0.0, SIZES[1:]], "acc": _sigmoid(SIZES, 1e8),
+                       "word": ["x"] + [0.5] * (len(SIZES) - 1)})
+  path = _csv(tmp_path, rows)
+  with pytest.raises(emergence_cli.UsageError) as error:
+    emergence_cli.run(["--csv", path, *args])
+  assert message in str(error.value)
+
+
+def test_cli_exit_code_and_one_line_on_stderr(tmp_path):
+  result = subprocess.run([sys.executable, "-m", "analysis", "emergence", "--csv", str(tmp_path / "missing.csv"),
+                           "--x", "a", "--metric", "b"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2 and result.stderr.strip().count("\n") == 0 and "no such file" in result.stderr
+
+
+def test_a_jump_between_two_rungs_is_placed_between_them_not_at_a_false_point():
+  x = np.repeat(np.array([1e3, 4e3, 1.6e4, 6.4e4, 2.56e5, 1e6]), 2)
+  rng = np.random.default_rng(4)
+  y = np.where(x > 2e4, 0.99, 0.01) + rng.normal(0, 0.005, len(x))  # a step between 1.6e4 and 6.4e4
+  entry = emergence.describe(x, y, bootstrap=50)
+  assert entry["between_rungs"] == [1.6e4, 6.4e4] and entry["sharp"]
+  lo, hi = entry["emergence_point_ci"]
+  assert lo <= 1.6e4 and hi >= 6.4e4
