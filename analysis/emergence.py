@@ -17,12 +17,14 @@ replicates (seeds) per scale:
 - `rise_width`: how much of the scale range the rise takes: from 10% to 90% of the fitted rise
   is 2 ln 9 / |slope| in t, and rise_fraction is that over the t-span of the data. A metric
   rises when the fitted curve changes across the data by more than twice its noise and by at
-  least a third of the spread of its rung means; a rising metric is `sharp` when the rise takes
-  under SHARP_FRACTION of the span. With six rungs evenly spaced in ln x, a jump between two
-  adjacent rungs gives a fraction of about 0.1, a rise linear in ln x about 1 or more.
+  least a third of the spread of its rung means. Its `shape` is sharp when the rise fraction's
+  95% bootstrap interval lies wholly under SHARP_FRACTION, smooth when wholly at or above it,
+  else undetermined. With six rungs evenly spaced in ln x, a jump between two adjacent rungs
+  gives a fraction of about 0.1, a rise linear in ln x about 1 or more.
 - `verdict` (with a continuous metric of the same outputs, e.g. the answer's log-probability):
   "metric-induced" (sharp in the metric, smooth in the continuous one: Schaeffer et al. 2023),
-  "sharp in both", "smooth in both", "sharp only in the continuous metric", or "no rise".
+  "sharp in both", "smooth in both", "sharp only in the continuous metric", "undetermined" (a
+  shape the intervals cannot decide), "no rise" or "not monotone".
 """
 import numpy as np
 import pandas as pd
@@ -119,9 +121,15 @@ def fit_sigmoid(x, y, *, log_x: bool = True, bootstrap: int = 200, seed: int = 0
   t = scale.t(x)
   span_t = float(np.ptp(t)) or 1.0
   width = float(_RISE_10_90 / abs(slope)) if slope else float("inf")
+  fraction_ci = [float("nan"), float("nan")]
+  if len(result.bootstrap_theta):
+    with np.errstate(divide="ignore"):
+      fractions = _RISE_10_90 / np.abs(scale.slope_per_t(boot["slope"])) / span_t
+    fraction_ci = [float(v) for v in fit_lib.percentile_interval(fractions, result.level)]
   return {"params": {"floor": floor, "ceiling": ceiling, "slope": slope, "x_mid": x_mid},
           "ci": {"floor": floor_ci, "ceiling": ceiling_ci, "slope": slope_ci, "x_mid": x_mid_ci},
           "slope_per": "ln x" if log_x else "x", "rise_width": width, "rise_fraction": width / span_t,
+          "rise_fraction_ci": fraction_ci,
           "rmse": float(np.sqrt(np.mean(result.residuals() ** 2))), "result": result, "scale": scale}
 
 
@@ -141,7 +149,7 @@ def describe(x, y, *, log_x: bool = True, bootstrap: int = 200, seed: int = 0) -
   entry = {"n_points": int(len(y)), "n_scales": int(len(table)), "x_range": [float(x.min()), float(x.max())],
            "noise": sigma, "monotone": monotone, "warning": warning,
            "rungs": [{k: float(v) if k != "n" else int(v) for k, v in r.items()} for r in table.to_dict("records")],
-           "sigmoid": None, "emergence_point": None, "emergence_point_ci": None, "sharp": None}
+           "sigmoid": None, "emergence_point": None, "emergence_point_ci": None, "shape": None, "sharp": None}
   if len(table) < MIN_SCALES:
     entry["warning"] = warning or f"{len(table)} distinct scales; a sigmoid needs at least {MIN_SCALES}"
     return entry
@@ -156,14 +164,28 @@ def describe(x, y, *, log_x: bool = True, bootstrap: int = 200, seed: int = 0) -
   entry["sigmoid"] = {k: v for k, v in sig.items() if k not in ("result", "scale")} | {
       "rise_within_data": rise, "good_fit": bool(monotone and rises)}
   entry["_fit"] = sig  # for plots and the report; dropped from JSON
+  entry["shape"] = "not monotone" if not monotone else _shape(sig) if rises else "no rise"
+  entry["sharp"] = {"sharp": True, "smooth": False}.get(entry["shape"])
   if not rises and monotone:
     entry["warning"] = (f"no rise: the fitted sigmoid changes by {rise:.3g} over the data, within the noise "
                         f"({sigma:.3g}) or under a third of the metric's range ({spread:.3g})")
   if monotone and rises:
     entry["emergence_point"] = sig["params"]["x_mid"]
     entry["emergence_point_ci"] = _widened_to_rungs(sig, table.x.to_numpy(), entry)
-    entry["sharp"] = bool(sig["rise_fraction"] < SHARP_FRACTION)
+    entry["extrapolated"] = bool(not x.min() <= entry["emergence_point"] <= x.max())
+    if entry["extrapolated"]:
+      entry["warning"] = (f"the fitted midpoint {entry['emergence_point']:.4g} lies outside the scales covered "
+                          f"[{x.min():.4g}, {x.max():.4g}]: an extrapolation, not a measurement")
   return entry
+
+
+def _shape(sig: dict) -> str:
+  """sharp / smooth when the rise fraction's interval lies wholly below / above SHARP_FRACTION, else
+  undetermined (the point estimate alone decides when there is no bootstrap)."""
+  lo, hi = sig["rise_fraction_ci"]
+  if not (np.isfinite(lo) and np.isfinite(hi)):
+    lo = hi = sig["rise_fraction"]
+  return "sharp" if hi < SHARP_FRACTION else "smooth" if lo >= SHARP_FRACTION else "undetermined"
 
 
 def _widened_to_rungs(sig: dict, xs: np.ndarray, entry: dict) -> list:
@@ -185,14 +207,14 @@ def _widened_to_rungs(sig: dict, xs: np.ndarray, entry: dict) -> list:
 
 def verdict(metric: dict, continuous: dict) -> str:
   """Whether a jump in `metric` is in the model (the continuous metric jumps too) or in the metric."""
-  if metric.get("sharp") is None:
-    return "no rise" if continuous.get("sharp") is None else (
-        "sharp only in the continuous metric" if continuous["sharp"] else "smooth in both")
-  if continuous.get("sharp") is None:  # a jump the continuous metric does not show at all
-    return "metric-induced" if metric["sharp"] else "smooth in both"
-  if metric["sharp"]:
-    return "sharp in both" if continuous["sharp"] else "metric-induced"
-  return "sharp only in the continuous metric" if continuous["sharp"] else "smooth in both"
+  m, c = metric.get("shape") or "no rise", continuous.get("shape") or "no rise"
+  if m in ("no rise", "not monotone"):
+    return m
+  if "undetermined" in (m, c) or c == "not monotone":
+    return "undetermined"
+  if m == "sharp":
+    return "sharp in both" if c == "sharp" else "metric-induced"  # (no rise at all in c: also the metric's)
+  return "sharp only in the continuous metric" if c == "sharp" else "smooth in both"
 
 
 def analyze(x, metric, continuous=None, *, log_x: bool = True, bootstrap: int = 200, seed: int = 0) -> dict:

@@ -2,7 +2,7 @@
 
 Per task, on the finished trials (every seed a point):
 - the rung table: exact match, token accuracy, log-probability and edit distance per size, mean
-  and spread over seeds;
+  and spread over seeds; and each seed's own emergence point (its ladder fitted alone);
 - exact match against N (non-embedding parameters) and against C (training FLOPs): the sigmoid
   in ln x with the emergence point and its interval, sharp or smooth (analysis/emergence.py);
 - the answer's log-probability and the per-token accuracy against N, described the same way, and
@@ -76,6 +76,17 @@ def _bnsl_fit(x, error, bootstrap):
     return None
 
 
+def by_seed(rows: pd.DataFrame) -> dict:
+  """Each seed's own ladder fitted alone: where the jump falls for that seed (point, or None), and between
+  which rungs when the rise fits in one gap. The spread of these is the seed-to-seed spread of emergence."""
+  out = {}
+  for seed, g in rows.groupby("seed", sort=True):
+    entry = emergence.describe(g.params.to_numpy(), g.exact_match.to_numpy(), bootstrap=0)
+    out[f"{seed:g}"] = {"emergence_point": entry["emergence_point"], "between_rungs": entry.get("between_rungs"),
+                        "extrapolated": entry.get("extrapolated", False)}
+  return out
+
+
 def two_step(rows: pd.DataFrame, bootstrap: int):
   """OLMo's two-step prediction of the largest rung's exact match from the others, or None (too few rungs)."""
   largest = rows.params.max()
@@ -120,6 +131,7 @@ def analyze(done: pd.DataFrame, params_column: str, bootstrap: int) -> tuple[dic
         "exact_match_vs_params": emergence.jsonable({k: v for k, v in vs_params.items() if k != "continuous"}),
         "logprob_vs_params": emergence.jsonable(vs_params["continuous"]),
         "verdict": vs_params["verdict"],
+        "emergence_point_by_seed": by_seed(rows),
         "token_accuracy_vs_params": emergence.jsonable(token_accuracy),
         "verdict_token_accuracy": emergence.verdict(vs_params, token_accuracy),
         "exact_match_vs_flops": emergence.jsonable(vs_flops),
@@ -147,8 +159,9 @@ def markdown(section: dict) -> list:
            "Each task's held-out instances scored by the `tasks` evaluator; every seed is a point. Exact match is "
            "all-or-nothing over the answer's tokens; the log-probability (teacher-forced, nats) is a continuous "
            "view of the same outputs. Emergence point: the scale at half of the sigmoid's fitted rise (in ln N), "
-           f"with its 95% bootstrap interval; sharp: the rise from 10% to 90% takes under "
-           f"{emergence.SHARP_FRACTION:g} of the ln N range covered."]
+           f"with its 95% bootstrap interval. The rise fraction is the share of the ln N range covered that the "
+           f"rise from 10% to 90% takes: sharp when its interval lies under {emergence.SHARP_FRACTION:g}, smooth "
+           "when above, else undetermined."]
   for task, entry in section.items():
     em, lp = entry["exact_match_vs_params"], entry["logprob_vs_params"]
     lines += ["", f"### {task}", "",
@@ -163,6 +176,12 @@ def markdown(section: dict) -> list:
                              ("token accuracy", entry["token_accuracy_vs_params"])):
       lines.append(f"- **{label} vs N**: " + _described(described, "N"))
     lines.append("- **exact match vs C**: " + _described(entry["exact_match_vs_flops"], "C"))
+    seeds = entry["emergence_point_by_seed"]
+    lines.append("- **emergence point of each seed alone** (exact match vs N): " + "; ".join(
+        f"seed {s}: " + ("none" if e["emergence_point"] is None else f"{e['emergence_point']:.3g}"
+                         + (" (between {:.3g} and {:.3g})".format(*e["between_rungs"]) if e["between_rungs"] else "")
+                         + (" (below or above every rung: extrapolated)" if e["extrapolated"] else ""))
+        for s, e in seeds.items()))
     lines.append(f"- **verdict** (exact match against the log-probability): {entry['verdict']}"
                  + _verdict_gloss(entry["verdict"]) + f"; against token accuracy: {entry['verdict_token_accuracy']}")
     loss = entry["answer_loss_power_law"]
@@ -189,6 +208,7 @@ def markdown(section: dict) -> list:
 def _described(entry: dict, symbol: str) -> str:
   if entry.get("emergence_point") is None:
     return entry.get("warning") or "no emergence point"
+  extrapolated = f" ({entry['warning']})" if entry.get("extrapolated") else ""
   s = entry["sigmoid"]
   start, end = s["params"]["floor"], s["params"]["ceiling"]
   if s["params"]["slope"] < 0:  # the same curve, parametrised falling: its small-scale asymptote is `ceiling`
@@ -196,15 +216,17 @@ def _described(entry: dict, symbol: str) -> str:
   return (f"from {start:.3g} to {end:.3g} (the fitted asymptotes at small and large scale), emergence "
           f"point {symbol} = {entry['emergence_point']:.3g} {_ci(entry['emergence_point_ci'])}, 10-90% rise over "
           f"{s['rise_width'] / np.log(10):.2f} decades ({s['rise_fraction']:.2f} of the range): "
-          + ("sharp" if entry["sharp"] else "smooth")
+          + entry["shape"] + " (rise fraction interval " + _ci(s["rise_fraction_ci"], 2) + ")"
           + (" (the whole rise falls between the rungs at {} = {:.3g} and {:.3g}: the data place the jump no "
-             "closer)".format(symbol, *entry["between_rungs"]) if entry.get("between_rungs") else ""))
+             "closer)".format(symbol, *entry["between_rungs"]) if entry.get("between_rungs") else "") + extrapolated)
 
 
 def _verdict_gloss(verdict: str) -> str:
   return {"metric-induced": " (the jump is in the all-or-nothing metric, not in the model's log-probability)",
           "sharp in both": " (the log-probability of the answer jumps with exact match: the jump is in the model)",
-          "smooth in both": " (no abrupt change in either view)"}.get(verdict, "")
+          "smooth in both": " (no abrupt change in either view)",
+          "undetermined": " (the intervals cannot tell sharp from smooth in one of the views: more rungs near the rise "
+                          "would)"}.get(verdict, "")
 
 
 def console_line(section: dict) -> str:
