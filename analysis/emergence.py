@@ -8,7 +8,8 @@ replicates (seeds) per scale:
   lies below the best earlier rung's by more than 3 standard errors of the difference (3, not 2:
   every rung is compared, so 2 would flag flat plateaus by chance). The noise is
   the replicates' pooled spread where there are replicates, else a robust estimate from second
-  differences of the rung means; a fall under 1% of the metric's range never counts.
+  differences of the rung means. A fall under 5% of the spread of the rung means never counts: two or
+  three seeds per rung can underestimate the noise several-fold, and a plateau then looks like a fall.
 - `sigmoid`: y = floor + (ceiling - floor) / (1 + exp(-slope (t - t_mid))), t = ln x (log_x) or x,
   fitted by the library's fitter with bootstrap intervals (analysis/laws.py SIGMOID). The
   emergence point is x at t_mid: the scale of half the fitted rise. When the whole rise fits
@@ -35,6 +36,7 @@ from analysis import laws
 SHARP_FRACTION = 0.3  # a rise taking less than this share of the (log-)scale range covered is sharp
 MIN_SCALES = 4  # distinct x a sigmoid (4 parameters) needs
 FALL_SES = 3  # a fall counts when larger than this many standard errors (one of many rung pairs: not 2)
+MIN_FALL = 0.05  # ... and than this share of the spread of the rung means (a few seeds underestimate the noise)
 _RISE_10_90 = 2 * np.log(9.0)
 
 
@@ -67,7 +69,7 @@ def monotone_check(table: pd.DataFrame, sigma: float) -> tuple:
   for j in range(1, len(means)):
     i = int(np.argmax(means[:j]))
     fall = means[i] - means[j]
-    tolerance = max(FALL_SES * sigma * np.sqrt(1 / counts[i] + 1 / counts[j]), 0.01 * spread)
+    tolerance = max(FALL_SES * sigma * np.sqrt(1 / counts[i] + 1 / counts[j]), MIN_FALL * spread)
     if fall > tolerance and fall - tolerance > worst:
       worst, where = fall - tolerance, (i, j, fall, tolerance)
   if where is None:

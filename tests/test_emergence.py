@@ -1,5 +1,6 @@
 """Emergence analysis (analysis/emergence.py) and `python -m analysis emergence` on evaluations with a known answer."""
 import json
+import os
 import subprocess
 import sys
 
@@ -128,3 +129,60 @@ def test_a_jump_between_two_rungs_is_placed_between_them_not_at_a_false_point():
   assert entry["between_rungs"] == [1.6e4, 6.4e4] and entry["sharp"]
   lo, hi = entry["emergence_point_ci"]
   assert lo <= 1.6e4 and hi >= 6.4e4
+
+
+def test_intervals_that_straddle_the_threshold_leave_the_shape_undetermined():
+  x = np.repeat(np.array([1e3, 6e3, 2e4, 5e4, 1e5, 1.7e5]), 2)
+  rng = np.random.default_rng(3)  # a jump from the first rung to the second, then a slow climb (as sort's)
+  y = np.clip(np.where(x < 5e3, 0.1, 0.9 - 0.2 * (x < 1.5e4)) + rng.normal(0, 0.05, len(x)), 0, 1)
+  entry = emergence.describe(x, y, bootstrap=100)
+  lo, hi = entry["sigmoid"]["rise_fraction_ci"]
+  assert lo < emergence.SHARP_FRACTION < hi and entry["shape"] == "undetermined" and entry["sharp"] is None
+  assert emergence.verdict(entry, entry) == "undetermined"
+
+
+def _write_task_sweep(directory, seeds=(0, 1)):
+  """A sweep directory as sweeps/local.py and scaling/train.py write it, whose `tasks` evaluator scored an
+  `addition` that jumps between the 3rd and 4th of six sizes."""
+  from scaling import metrics as metrics_lib
+  from sweeps import expand
+  rng = np.random.default_rng(0)
+  trials = []
+  for size, n in enumerate((1e3, 4e3, 1.6e4, 6.4e4, 2.56e5, 1e6), start=1):
+    for seed in seeds:
+      config = {"model": {"family": "gpt", "size": size}, "data": {"kind": "tasks", "eval_instances": 256}, "seed": seed}
+      trial_id = expand.config_id(config)
+      run_dir = os.path.join(directory, trial_id)
+      os.makedirs(run_dir)
+      em = float(np.clip((0.01 if n < 2e4 else 0.97) + rng.normal(0, 0.01), 0, 1))
+      summary = {"status": "done", "trial_id": trial_id, "params_non_embedding": n, "params_total": 1.2 * n,
+                 "tokens": 1e6, "steps": 10, "flops": 6e6 * n, "flops_6n": 6e6 * n, "wall_seconds": 1.0,
+                 "tokens_per_second": 1e5, "final_eval_loss": 1.0 - 0.5 * em,
+                 "final_addition_exact_match": em, "final_addition_token_accuracy": 0.3 + 0.7 * em,
+                 "final_addition_logprob": -7.0 * (1 - em) - 0.01, "final_addition_edit_distance": 3 * (1 - em)}
+      metrics_lib.write_json_atomic(os.path.join(run_dir, "config.json"), config)
+      metrics_lib.write_json_atomic(os.path.join(run_dir, "summary.json"), summary)
+      with open(os.path.join(run_dir, "metrics.jsonl"), "w") as f:
+        f.write(json.dumps({"step": 10, "tokens": 1e6, "loss": summary["final_eval_loss"]}) + "\n")
+      trials.append({"id": trial_id, "axes": {"model.size": size, "seed": seed}})
+  metrics_lib.write_json_atomic(os.path.join(directory, "sweep.json"), {"name": "em", "trials": trials})
+  return directory
+
+
+def test_the_report_gives_each_task_its_emergence_section_and_plot(tmp_path, capsys):
+
+  from analysis import report
+  directory = _write_task_sweep(str(tmp_path / "em"))
+  assert report.main([directory, "--bootstrap", "30"]) == 0
+  assert "emergence: addition: exact match" in capsys.readouterr().out
+  with open(os.path.join(directory, "analysis", "fits.json")) as f:
+    section = json.load(f)["emergence"]["addition"]
+  em = section["exact_match_vs_params"]
+  assert em["between_rungs"] == [1.6e4, 6.4e4] and em["shape"] == "sharp"
+  assert section["verdict"] == "sharp in both" and section["n_trials"] == 12
+  assert [r["seeds"] for r in section["rungs"]] == [2] * 6 and section["rungs"][0]["size"] == 1
+  assert set(section["emergence_point_by_seed"]) == {"0", "1"}
+  assert abs(section["two_step"]["error"]) < 0.1
+  assert os.path.getsize(os.path.join(directory, "analysis", "emergence.png")) > 10_000
+  with open(os.path.join(directory, "analysis", "report.md")) as f:
+    assert "## Emergence" in f.read()
