@@ -101,6 +101,12 @@ class OptimizerSpec(_Strict):
   schedule: Literal["cosine", "wsd"] = "cosine"
   decay_fraction: float = pydantic.Field(0.2, gt=0, le=1, strict=False)  # wsd: share of the steps that decay
 
+  @pydantic.model_validator(mode="after")
+  def _decay_fraction_is_wsds(self):  # else it would change the trial id and nothing else
+    if self.schedule != "wsd" and self.decay_fraction != 0.2:
+      raise ValueError("decay_fraction applies to schedule: wsd (cosine decays over all the steps after warmup)")
+    return self
+
 
 class TrainSpec(_Strict):
   seq_len: int = pydantic.Field(64, ge=2, le=1 << 20)
