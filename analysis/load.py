@@ -40,17 +40,17 @@ def _flatten(prefix: str, obj, out: dict) -> dict:
 def load_sweep(directory: str) -> SweepResults:
   """Both tables of a sweep directory; LoadError (one line) if it is not one.
 
-  A trial whose files cannot be trusted (`sweeps.local.read_summary`: unreadable or mistyped
+  A trial whose files cannot be trusted (`sweeps.rundir.read_summary`: unreadable or mistyped
   summary, config.json not matching the trial id, run directory not a directory) is `damaged`:
   listed with its reason, never fitted. A finished trial's metrics file that lost rows
   (`metrics_problem`) is used for what it holds. Each is one line of `warnings`.
   """
-  from sweeps import local  # The checks `sweeps run` and `sweeps status` make (imports the sweep schema).
+  from sweeps import rundir  # The checks `sweeps run` and `sweeps status` make (imports the sweep schema).
   if not os.path.isdir(directory):
     raise LoadError(f"{directory}: not a directory")
   if os.path.lexists(os.path.join(directory, "sweep.json")):
     try:
-      manifest = local.read_manifest(directory)
+      manifest = rundir.read_manifest(directory)
     except ValueError as e:
       raise LoadError(str(e)) from None
   else:  # A directory of run dirs without a manifest (e.g. copied by hand).
@@ -93,10 +93,10 @@ def finished(trials: pd.DataFrame, columns, positive=()) -> pd.DataFrame:
 
 def _trial_row(run_dir: str, trial: dict) -> tuple:
   """(the trial's row: status, axes, flattened config and summary; its problems, one line each)."""
-  from sweeps import local
+  from sweeps import rundir
   row = {"trial_id": trial["id"], "status": "pending"}
   row.update({f"axis.{k}": v for k, v in trial["axes"].items()})
-  summary = local.read_summary(run_dir)
+  summary = rundir.read_summary(run_dir)
   if summary is not None and summary["status"] == "damaged":  # Listed, not fitted: it must not hide the others.
     return {**row, "status": "damaged", "reason": summary["reason"]}, [summary["reason"]]
   try:
@@ -109,7 +109,7 @@ def _trial_row(run_dir: str, trial: dict) -> tuple:
     return row, []
   _flatten("", {k: v for k, v in summary.items() if k != "data"}, row)
   lost = metrics_lib.metrics_problem(os.path.join(run_dir, "metrics.jsonl"), summary.get("steps")) if (
-      summary["status"] in local.FINISHED) else None
+      summary["status"] in rundir.FINISHED) else None
   return row, [lost] if lost else []
 
 

@@ -37,7 +37,7 @@ def _extend(args) -> int:
   """Plans the follow-up sweep, records the prediction before anything trains, then runs it."""
   import json
   from scaling import metrics as metrics_lib
-  from sweeps import extend, local
+  from sweeps import extend, rundir
   try:
     planned = extend.plan(args.sweep_dir, args.budget, args.bootstrap)
   except extend.ExtendError as e:
@@ -50,7 +50,7 @@ def _extend(args) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   parent = os.path.dirname(os.path.abspath(args.sweep_dir))
-  directory = local.sweep_dir(parent, sweep)
+  directory = rundir.sweep_dir(parent, sweep)
   os.makedirs(directory, exist_ok=True)
   recorded = os.path.join(directory, extend.PREDICTION)
   if os.path.exists(recorded):  # A relaunch keeps the prediction made before the first trial trained.
@@ -146,8 +146,8 @@ def main(argv=None) -> int:
   except mesh_lib.MeshError as e:
     print(f"error: {error_at(args.file, read_yaml(args.file)[1], ('runtime', 'mesh'), str(e))}", file=sys.stderr)
     return 2
-  from sweeps import local
-  directory = local.sweep_dir(args.out, sweep)
+  from sweeps import local, rundir
+  directory = rundir.sweep_dir(args.out, sweep)
   problem = _writable_directory(directory)  # The last check before anything is written.
   if problem:
     print(f"error: --out {args.out}: cannot write the sweep directory {directory}: {problem}", file=sys.stderr)
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
   except (Interrupted, KeyboardInterrupt) as e:
     print(f"interrupted: {e}; run the same command again to resume", file=sys.stderr)
     return 130
-  except local.SweepDirError as e:
+  except rundir.SweepDirError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   if not distributed.is_writer():  # Process 0 reports and analyses for all.

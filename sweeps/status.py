@@ -7,18 +7,18 @@ import os
 
 from scaling import metrics as metrics_lib
 from scaling import timeline as timeline_lib
-from sweeps import expand, local
+from sweeps import expand, rundir
 
 
 def rows(directory: str) -> list:
   """One row per trial of the manifest; ValueError (one line) if the manifest is unreadable."""
   out = []
-  for trial in local.read_manifest(directory)["trials"]:
+  for trial in rundir.read_manifest(directory)["trials"]:
     run_dir = os.path.join(directory, trial["id"])
     metrics = metrics_lib.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
     train_rows = [r for r in metrics if _loss(r) is not None]
-    summary = local.read_summary(run_dir) or {}
-    state = local.state_of(run_dir)
+    summary = rundir.read_summary(run_dir) or {}
+    state = rundir.state_of(run_dir)
     out.append({
         "trial": trial["id"],
         "state": state,
@@ -26,7 +26,7 @@ def rows(directory: str) -> list:
         "steps": summary.get("steps_planned"),
         "last_loss": _loss(train_rows[-1]) if train_rows else None,
         "goodput": _goodput(run_dir, summary),
-        "health": _health(run_dir, train_rows, summary) if state not in local.FINISHED else None,
+        "health": _health(run_dir, train_rows, summary) if state not in rundir.FINISHED else None,
         "axes": expand.describe_axes(trial.get("axes") or {}),
         "reason": _reason(run_dir, summary, state),
     })
@@ -44,13 +44,13 @@ def _loss(row):
 def _reason(run_dir, summary, state):
   """Why the trial is in its state, and for a finished one what its metrics file lost (one line each, joined)."""
   lost = metrics_lib.metrics_problem(os.path.join(run_dir, "metrics.jsonl"), summary.get("steps")) if (
-      state in local.FINISHED) else None
+      state in rundir.FINISHED) else None
   return "; ".join(r for r in (summary.get("reason"), lost) if r) or None
 
 
 def _goodput(run_dir, summary):
   """A finished trial's goodput from its summary; a running one's from its timeline so far."""
-  if summary.get("status") in local.FINISHED and isinstance(summary.get("goodput"), float):
+  if summary.get("status") in rundir.FINISHED and isinstance(summary.get("goodput"), float):
     return summary["goodput"]
   attempts, _ = timeline_lib.read(os.path.join(run_dir, "timeline.json"), keep_damaged=True)
   return timeline_lib.breakdown(attempts)["goodput"]

@@ -21,7 +21,7 @@ import pytest
 from analysis import __main__ as analysis_cli
 from scaling import metrics as metrics_lib
 from sweeps import __main__ as sweeps_cli
-from sweeps import expand, local
+from sweeps import expand, rundir
 from tests.conftest import ROOT, write
 from tests.damaged_runs import cases as corpus
 from tests.test_cli_contract import SWEEP
@@ -127,7 +127,7 @@ def assert_whole(run_dir: str, base: Base, trial: str) -> None:
   config matching the trial id, the last attempt recorded, no claim left."""
   summary = summary_of(run_dir)
   assert summary["status"] == "done" and summary["params_sha256"] == base.params_sha256[trial], summary
-  assert local.read_summary(run_dir)["status"] == "done"  # well-typed, config.json hashes to the id
+  assert rundir.read_summary(run_dir)["status"] == "done"  # well-typed, config.json hashes to the id
   assert metrics_lib.metrics_problem(os.path.join(run_dir, "metrics.jsonl"), base.steps) is None
   with open(os.path.join(run_dir, "attempts.jsonl"), "rb") as f:
     assert json.loads(f.read().splitlines()[-1])["outcome"] == "done"
@@ -136,7 +136,7 @@ def assert_whole(run_dir: str, base: Base, trial: str) -> None:
 
 def follow_the_advice(base: Base, sweep_dir: str, trial_dir: str, capfd) -> Result:
   """Does what the trial's one line says (delete or move away the path it names), then re-runs."""
-  reason = local.read_summary(trial_dir)["reason"]
+  reason = rundir.read_summary(trial_dir)["reason"]
   named = reason.split(": ", 1)[0]
   assert os.path.lexists(named) and named.startswith(sweep_dir + os.sep), reason
   os.rename(named, os.path.join(os.path.dirname(sweep_dir), "moved-away"))
@@ -170,7 +170,7 @@ def test_damaged_run_directory(case, bases, tmp_path, capfd):
     summary = summary_of(trial_dir)
     assert summary["status"] == "done" and summary["params_sha256"] == base.params_sha256[base.damaged]
   elif case.achieves == corpus.REPORTED:
-    assert local.state_of(trial_dir) not in ("done", "running")
+    assert rundir.state_of(trial_dir) not in ("done", "running")
   else:
     assert case.achieves == corpus.SKIPPED and f"{base.damaged}  running" in status.out
   if case.advice:

@@ -216,7 +216,7 @@ def test_stale_claim_of_a_dead_process_is_taken_over(tmp_path):
 
 
 def test_a_crashing_trial_is_retried_then_marked_failed_and_the_sweep_goes_on(tmp_path):
-  from sweeps import local
+  from sweeps import local, rundir
   corpus = tmp_path / "corpus.txt"
   corpus.write_text("abcdefgh" * 200)
   text_trial = TRIAL.format(name="crash", size=1, tokens=10 * 8 * 16, checkpoint_every=0, nan="null").replace(
@@ -233,7 +233,7 @@ def test_a_crashing_trial_is_retried_then_marked_failed_and_the_sweep_goes_on(tm
   assert "no such file" in attempts[0]["error"] and "Traceback" in attempts[0]["traceback"]
   summary = metrics_lib.read_json(str(run_dir / "summary.json"))
   assert summary["status"] == "failed" and "after 3 attempts" in summary["reason"]
-  assert local.state_of(str(run_dir)) == "failed"  # finished: a re-run skips it...
+  assert rundir.state_of(str(run_dir)) == "failed"  # finished: a re-run skips it...
   assert local.run(sweep, str(tmp_path / "runs"), progress=False, log=lambda *_: None)[text_id] == "failed"
   assert len(open(run_dir / "attempts.jsonl").readlines()) == 3
   corpus.write_text("abcdefgh" * 200)  # ...unless asked to retry failed trials, once the cause is fixed
