@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+CLUSTER_STAMP := $(VENV)/.cluster-$(shell cksum requirements-cluster.txt | cut -d' ' -f1)
 
 .PHONY: quickstart test setup clean
 setup: $(STAMP)
@@ -14,10 +15,14 @@ $(STAMP): requirements.txt
 	$(BIN)/python -m pip install -q -r requirements.txt
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
+$(CLUSTER_STAMP): requirements-cluster.txt $(STAMP)
+	$(BIN)/python -m pip install -q -r requirements-cluster.txt
+	rm -f $(VENV)/.cluster-* && touch $(CLUSTER_STAMP)
+
 quickstart: $(STAMP)
 	$(BIN)/python -m sweeps run sweeps/configs/quickstart.yaml
 
-test: $(STAMP)
+test: $(STAMP) $(CLUSTER_STAMP)
 	$(BIN)/python -m pytest -q tests
 
 clean:

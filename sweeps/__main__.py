@@ -86,6 +86,10 @@ def main(argv=None) -> int:
   run_parser.add_argument("--no-analysis", action="store_true")
   run_parser.add_argument("--retry-failed", action="store_true",
                           help="also re-run trials marked failed (they resume from their last checkpoint)")
+  run_parser.add_argument("--backend", choices=("local", "ray", "slurm"), default="local",
+                          help="local: one trial after another here; ray: a Ray task per trial; slurm: a job array")
+  run_parser.add_argument("--address", default=None, help="--backend ray: the cluster (default: start a local one)")
+  run_parser.add_argument("--slurm-cluster", default=None, help=argparse.SUPPRESS)  # "local": submitit's local executor
   run_parser.add_argument("--retries", type=_whole_number(100), default=None,
                           help="re-runs of a crashed trial before it is marked failed (default: runtime.retries)")
   validate_parser = commands.add_parser("validate", help="check the sweep file and list its trials")
@@ -126,6 +130,8 @@ def main(argv=None) -> int:
     for trial in sweep.trials:
       print(f"  {trial.id}  {expand.describe_axes(trial.axes)}")
     return 0
+  if args.backend != "local":
+    return _cluster_run(args, sweep)
 
   from scaling import distributed
   try:  # Joins the other hosts' processes, if any; must precede every other JAX use.
@@ -163,6 +169,40 @@ def main(argv=None) -> int:
     return 2
   if not distributed.is_writer():  # Process 0 reports and analyses for all.
     return 0
+  return _report(args, sweep, directory, states)
+
+
+def _cluster_run(args, sweep) -> int:
+  """--backend ray | slurm: this process only submits and waits (no JAX here); the trials run in the tasks."""
+  from sweeps import rundir
+  directory = rundir.sweep_dir(args.out, sweep)
+  if args.address is not None and args.backend != "ray":
+    print("error: --address is for --backend ray", file=sys.stderr)
+    return 2
+  problem = _writable_directory(directory)
+  if problem:
+    print(f"error: --out {args.out}: cannot write the sweep directory {directory}: {problem}", file=sys.stderr)
+    return 2
+  try:
+    if args.backend == "ray":
+      from sweeps import ray_backend
+      states = ray_backend.run(sweep, args.out, address=args.address, progress=not args.no_progress,
+                               retries=args.retries, retry_failed=args.retry_failed)
+    else:
+      from sweeps import slurm_backend
+      states = slurm_backend.run(sweep, args.out, cluster=args.slurm_cluster, retries=args.retries,
+                                 retry_failed=args.retry_failed)
+  except KeyboardInterrupt:
+    print("interrupted; run the same command again to resume (running trials restart from their checkpoints)",
+          file=sys.stderr)
+    return 130
+  except rundir.SweepDirError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return _report(args, sweep, directory, states)
+
+
+def _report(args, sweep, directory, states) -> int:
   not_done = ("diverged", "flagged", "failed", "damaged", "running")
   counts = ", ".join(f"{sum(s == k for s in states.values())} {k}" for k in not_done if k in states.values())
   print(f"sweep {sweep.name}: {sum(s == 'done' for s in states.values())}/{len(states)} trials done"

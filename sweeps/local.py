@@ -23,7 +23,7 @@ import traceback
 
 from scaling import distributed
 from scaling import logs
-from sweeps import claims, expand
+from sweeps import claims, rundir
 from sweeps.rundir import FINISHED, log_attempt, mark_failed, os_problem, read_summary, state_of, sweep_dir, write_manifest
 
 def run_trial(trial, run_dir: str, runtime: dict, progress: bool) -> str:
@@ -89,7 +89,7 @@ def run(sweep, out: str, progress: bool = True, retries: int | None = None, retr
   # Every process walks the same list; other processes follow process 0's decision for each trial.
   for trial in sweep.trials:
     run_dir = os.path.join(directory, trial.id)
-    label = f"{trial.id} {_describe(trial)}"
+    label = f"{trial.id} {rundir.describe(trial)}"
     claim = None
     if writer and states[trial.id] not in finished_for(trial):
       say = lambda message: log(f"  {label}: {message}")
@@ -143,6 +143,3 @@ def _claim(run_dir: str, state: str, finished: tuple, say) -> tuple:
     return None, state_of(run_dir)
   return claim, state
 
-
-def _describe(trial) -> str:
-  return expand.describe_axes(trial.axes) or "(single trial)"

@@ -25,6 +25,11 @@ RERUN = "`python -m sweeps run` on the sweep file rewrites it"
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # a trial id names a directory: never a path
 
 
+def describe(trial) -> str:
+  """The trial's grid coordinates, for progress lines."""
+  return expand.describe_axes(trial.axes) or "(single trial)"
+
+
 def sweep_dir(out: str, sweep) -> str:
   return os.path.join(out, sweep.name)
 

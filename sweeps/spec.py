@@ -164,6 +164,23 @@ class MeshSpec(_Strict):
 RUNTIME_ONLY = ("tensorboard", "flush_every", "checkpoint_every", "checkpoint_minutes", "keep_checkpoints")
 
 
+class RaySpec(_Strict):
+  """What one trial asks a Ray cluster for (`--backend ray`)."""
+  cpus: float = pydantic.Field(1.0, gt=0, strict=False)
+  gpus: float = pydantic.Field(0.0, ge=0, strict=False)
+  resources: dict[str, float] = pydantic.Field({}, strict=False)  # e.g. a TPU slice: {TPU: 4, TPU-v4-8-head: 1}
+
+
+class SlurmSpec(_Strict):
+  """The job array of `--backend slurm` (through submitit): per trial, one job of this shape."""
+  partition: Optional[str] = None
+  time_minutes: int = pydantic.Field(60, ge=1, le=60 * 24 * 30)
+  nodes: int = pydantic.Field(1, ge=1)
+  gpus_per_node: int = pydantic.Field(0, ge=0)
+  cpus_per_task: int = pydantic.Field(1, ge=1)
+  array_parallelism: int = pydantic.Field(64, ge=1)  # array elements running at once
+
+
 class RuntimeSpec(_Strict):
   """How to run, not what: not part of the trial id, so the same trials run on any machine."""
   mesh: MeshSpec = MeshSpec()
@@ -174,6 +191,8 @@ class RuntimeSpec(_Strict):
   keep_checkpoints: int = pydantic.Field(2, ge=1)
   memory_limit_gib: Optional[float] = pydantic.Field(None, gt=0)  # default: the device's own memory
   retries: int = pydantic.Field(1, ge=0, le=100)  # re-runs of a crashed trial before it is marked failed
+  ray: RaySpec = RaySpec()
+  slurm: SlurmSpec = SlurmSpec()
 
 
 class TrialSpec(_Strict):

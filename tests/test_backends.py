@@ -1,0 +1,147 @@
+"""The cluster backends against real engines: a local Ray cluster the driver starts, submitit's local executor.
+
+Every test runs the real CLI (`python -m sweeps run FILE --backend ...`) in a subprocess and checks
+the trials against the local backend's: same ids, same final parameters (params_sha256), every
+metrics row logged once, whatever was killed on the way.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from scaling import metrics as metrics_lib
+from tests.conftest import ROOT, write
+
+pytest.importorskip("ray")
+pytest.importorskip("submitit")
+
+STEPS = 60
+SWEEP = f"""\
+name: micro
+model: {{family: gpt, size: 1, options: {{aspect_ratio: 16, head_dim: 8}}}}
+data: {{kind: markov, vocab_size: 8, order: 2, mix: [0.2, 0.3, 0.5]}}
+train:
+  seq_len: 16
+  batch_size: 8
+  horizon: {{tokens: {STEPS * 8 * 16}}}
+  eval_every: 20
+  eval_batches: 2
+optimizer: {{lr: 1.0e-2, warmup_steps: 5, weight_decay: [0.0, 0.1]}}
+seed: [0, 1]
+runtime: {{flush_every: 1, checkpoint_every: 5, tensorboard: false, retries: 2, ray: {{cpus: 1}}}}
+"""
+
+
+def _launch(path, out, *flags):
+  env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+  return subprocess.Popen([sys.executable, "-m", "sweeps", "run", path, "--out", str(out), "--no-progress",
+                           "--no-analysis", *flags], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, env=env, start_new_session=True)
+
+
+def _finish(process, timeout=300):
+  stdout, stderr = process.communicate(timeout=timeout)
+  assert process.returncode == 0, stderr[-3000:]
+  return stdout
+
+
+def _trials(sweep_dir):
+  """{trial id: summary} of the sweep, after checking each trial's metrics rows are there once each."""
+  out = {}
+  for trial in metrics_lib.read_json(os.path.join(sweep_dir, "sweep.json"))["trials"]:
+    run_dir = os.path.join(sweep_dir, trial["id"])
+    steps = [r["step"] for r in metrics_lib.read_metrics(os.path.join(run_dir, "metrics.jsonl")) if "loss" in r]
+    assert steps == list(range(1, STEPS + 1)), trial["id"]
+    out[trial["id"]] = metrics_lib.read_json(os.path.join(run_dir, "summary.json"))
+  return out
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp("local")
+  path = write(tmp, "micro.yaml", SWEEP)
+  _finish(_launch(path, tmp / "runs"))
+  return path, {i: s["params_sha256"] for i, s in _trials(str(tmp / "runs" / "micro")).items()}
+
+
+def _wait_for(predicate, process, timeout=240):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if predicate():
+      return
+    if process.poll() is not None:
+      raise AssertionError(f"the driver exited early: {process.communicate()[1][-2000:]}")
+    time.sleep(0.05)
+  raise AssertionError("timed out")
+
+
+def _status(sweep_dir, trial_id):
+  path = os.path.join(sweep_dir, trial_id, "summary.json")
+  return metrics_lib.read_json(path).get("status") if os.path.exists(path) else None
+
+
+def _running(sweep_dir):
+  """(run dir, claim) of a trial being trained by a worker that has logged a few steps, or None."""
+  if not os.path.isdir(sweep_dir):
+    return None
+  for name in sorted(os.listdir(sweep_dir)):
+    run_dir = os.path.join(sweep_dir, name)
+    claim = os.path.join(run_dir, "claim.json")
+    metrics = os.path.join(run_dir, "metrics.jsonl")
+    try:
+      info = json.loads(open(claim).read())
+      rows = metrics_lib.read_metrics(metrics)
+    except (OSError, ValueError):
+      continue
+    if 10 <= sum("loss" in r for r in rows) < STEPS - 10:
+      return run_dir, info
+  return None
+
+
+def test_ray_sweep_survives_a_killed_worker_and_matches_the_local_backend(reference, tmp_path):
+  path, expected = reference
+  out = tmp_path / "ray"
+  driver = _launch(path, out, "--backend", "ray")
+  sweep_dir = str(out / "micro")
+  found = []
+  _wait_for(lambda: found.append(_running(sweep_dir)) or found[-1] is not None, driver)
+  run_dir, claim = found[-1]
+  os.kill(claim["pid"], signal.SIGKILL)  # the Ray worker process training this trial
+  _finish(driver)
+  trials = _trials(sweep_dir)
+  assert {i: s["params_sha256"] for i, s in trials.items()} == expected
+  assert all(s["status"] == "done" for s in trials.values())
+  killed = trials[os.path.basename(run_dir)]
+  assert killed["resumed_from_step"] is not None and killed["resumed_from_step"] > 0
+  with open(os.path.join(run_dir, "attempts.jsonl")) as f:
+    attempts = [json.loads(line) for line in f]
+  assert [r["outcome"] for r in attempts] == ["done"] and attempts[0]["pid"] != claim["pid"]  # the retry, fresh
+
+
+def test_ray_driver_stopped_with_ctrl_c_and_started_again_finishes_with_nothing_lost(reference, tmp_path):
+  path, expected = reference
+  out = tmp_path / "ray"
+  driver = _launch(path, out, "--backend", "ray")
+  sweep_dir = str(out / "micro")
+  _wait_for(lambda: _running(sweep_dir) is not None, driver)
+  os.killpg(driver.pid, signal.SIGINT)  # Ctrl-C in the terminal: the whole process group
+  driver.communicate(timeout=120)
+  assert driver.returncode == 130
+  assert sum(_status(sweep_dir, i) == "done" for i in expected) < len(expected)  # stopped mid-sweep
+  _finish(_launch(path, out, "--backend", "ray"))
+  trials = _trials(sweep_dir)
+  assert {i: s["params_sha256"] for i, s in trials.items()} == expected
+
+
+def test_slurm_backend_through_submitits_local_executor(reference, tmp_path):
+  path, expected = reference
+  out = tmp_path / "slurm"
+  stdout = _finish(_launch(path, out, "--backend", "slurm", "--slurm-cluster", "local"))
+  assert "submitted as job array" in stdout
+  trials = _trials(str(out / "micro"))
+  assert {i: s["params_sha256"] for i, s in trials.items()} == expected
+  assert os.path.isdir(out / "micro" / "slurm")  # submitit's logs
