@@ -24,7 +24,7 @@ import traceback
 from scaling import distributed
 from scaling import logs
 from sweeps import claims, rundir
-from sweeps.rundir import FINISHED, log_attempt, mark_failed, os_problem, read_summary, state_of, sweep_dir, write_manifest
+from sweeps.rundir import log_attempt, mark_failed, os_problem, read_summary, state_of, sweep_dir, write_manifest
 
 def run_trial(trial, run_dir: str, runtime: dict, progress: bool) -> str:
   """Trains one claimed trial; retries crashes, then records `failed` with the error."""
@@ -66,7 +66,6 @@ def run(sweep, out: str, progress: bool = True, retries: int | None = None, retr
   retry_failed: also re-run trials marked failed (e.g. after fixing what made them crash);
   they resume from their last checkpoint.
   """
-  finished = tuple(s for s in FINISHED if not (retry_failed and s == "failed"))
   runtime = sweep.runtime.model_dump()
   if retries is not None:
     runtime["retries"] = retries
@@ -75,9 +74,7 @@ def run(sweep, out: str, progress: bool = True, retries: int | None = None, retr
   if writer:
     write_manifest(directory, sweep)
   states = {t.id: state_of(os.path.join(directory, t.id)) for t in sweep.trials}
-  # A flagged trial resumes and finishes once its sweep no longer says train.stop_when_off_forecast.
-  finished_for = lambda t: finished if t.spec.train.stop_when_off_forecast else tuple(
-      s for s in finished if s != "flagged")
+  finished_for = lambda t: rundir.finished_states(t, retry_failed)
   todo = [t for t in sweep.trials if states[t.id] not in finished_for(t)]
   progress = progress and writer
   bar = None

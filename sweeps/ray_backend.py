@@ -32,11 +32,7 @@ def run(sweep, out: str, address=None, progress: bool = True, retries=None, retr
   runtime = sweep.runtime.model_dump()
   if retries is not None:
     runtime["retries"] = retries
-  directory = rundir.sweep_dir(out, sweep)
-  rundir.write_manifest(directory, sweep)
-  finished = tuple(s for s in rundir.FINISHED if not (retry_failed and s == "failed") and s != "flagged")
-  states = {t.id: rundir.state_of(os.path.join(directory, t.id)) for t in sweep.trials}
-  todo = [t for t in sweep.trials if states[t.id] not in finished]
+  directory, states, todo = rundir.to_run(sweep, out, retry_failed)
   started_here = not ray.is_initialized()
   if started_here:  # a local cluster when no address is given; workers import this repository
     ray.init(address=address, include_dashboard=False, log_to_driver=False,
@@ -68,10 +64,7 @@ def run(sweep, out: str, address=None, progress: bool = True, retries=None, retr
         states[trial.id] = "failed"
       if bar is not None:
         bar.update(1)
-      summary = rundir.read_summary(run_dir) or {}
-      loss = summary.get("final_eval_loss")
-      log(f"  {trial.id} {rundir.describe(trial)}: {states[trial.id]}"
-          + (f", eval loss {loss:.4f}" if isinstance(loss, (int, float)) else ""))
+      log(rundir.trial_line(trial, states[trial.id], run_dir))
   finally:
     if bar is not None:
       bar.close()

@@ -30,6 +30,28 @@ def describe(trial) -> str:
   return expand.describe_axes(trial.axes) or "(single trial)"
 
 
+def to_run(sweep, out: str, retry_failed: bool = False) -> tuple:
+  """A cluster backend's start: (sweep directory, {trial id: state}, the trials to run) after writing the
+  manifest. Finished trials are skipped (failed ones too, unless retry_failed); a flagged one resumes once
+  its sweep no longer says train.stop_when_off_forecast."""
+  directory = sweep_dir(out, sweep)
+  write_manifest(directory, sweep)
+  states = {t.id: state_of(os.path.join(directory, t.id)) for t in sweep.trials}
+  return directory, states, [t for t in sweep.trials if states[t.id] not in finished_states(t, retry_failed)]
+
+
+def finished_states(trial, retry_failed: bool = False) -> tuple:
+  """The states in which `trial` is not run again."""
+  return tuple(s for s in FINISHED if not (retry_failed and s == "failed")
+               and not (s == "flagged" and not trial.spec.train.stop_when_off_forecast))
+
+
+def trial_line(trial, state: str, run_dir: str) -> str:
+  """`  <id> <axes>: <state>, eval loss L`: one progress line per finished trial."""
+  loss = (read_summary(run_dir) or {}).get("final_eval_loss")
+  return f"  {trial.id} {describe(trial)}: {state}" + (f", eval loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
+
+
 def sweep_dir(out: str, sweep) -> str:
   return os.path.join(out, sweep.name)
 

@@ -36,12 +36,8 @@ def run(sweep, out: str, cluster=None, retries=None, retry_failed: bool = False,
   os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
   if retries is not None:
     runtime["retries"] = retries
-  directory = rundir.sweep_dir(out, sweep)
-  rundir.write_manifest(directory, sweep)
-  finished = tuple(s for s in rundir.FINISHED if not (retry_failed and s == "failed") and s != "flagged")
-  states = {t.id: rundir.state_of(os.path.join(directory, t.id)) for t in sweep.trials}
+  directory, states, todo = rundir.to_run(sweep, out, retry_failed)
   ex = executor(os.path.join(directory, "slurm"), runtime["slurm"], cluster)
-  todo = [t for t in sweep.trials if states[t.id] not in finished]
   for round_ in range(runtime["retries"] + 1):
     if not todo:
       break
@@ -60,9 +56,6 @@ def run(sweep, out: str, cluster=None, retries=None, retry_failed: bool = False,
           rundir.mark_failed(run_dir, f"{reason} (after {runtime['retries'] + 1} SLURM jobs)")
         else:
           crashed.append(trial)
-      summary = rundir.read_summary(run_dir) or {}
-      loss = summary.get("final_eval_loss")
-      log(f"  {trial.id} {rundir.describe(trial)}: {states[trial.id]}"
-          + (f", eval loss {loss:.4f}" if isinstance(loss, (int, float)) else ""))
+      log(rundir.trial_line(trial, states[trial.id], run_dir))
     todo = crashed
   return states

@@ -85,7 +85,8 @@ def _status(sweep_dir, trial_id):
 
 
 def _running(sweep_dir):
-  """(run dir, claim) of a trial being trained by a worker that has logged a few steps, or None."""
+  """(run dir, claim) of a trial being trained by a worker that has logged a few steps and committed a
+  checkpoint (orbax saves asynchronously: a step directory is there once the save is whole), or None."""
   if not os.path.isdir(sweep_dir):
     return None
   for name in sorted(os.listdir(sweep_dir)):
@@ -97,7 +98,9 @@ def _running(sweep_dir):
       rows = metrics_lib.read_metrics(metrics)
     except (OSError, ValueError):
       continue
-    if 10 <= sum("loss" in r for r in rows) < STEPS - 10:
+    committed = os.path.isdir(os.path.join(run_dir, "checkpoints")) and any(
+        name.isdigit() for name in os.listdir(os.path.join(run_dir, "checkpoints")))
+    if committed and 10 <= sum("loss" in r for r in rows) < STEPS - 10:
       return run_dir, info
   return None
 
