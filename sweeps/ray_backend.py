@@ -12,6 +12,8 @@ cut off mid-run resumes from its checkpoint, and its metrics rows past that chec
 dropped before they are written again, so each is logged once.
 """
 import os
+import signal
+import threading
 
 from sweeps import rundir
 
@@ -46,6 +48,10 @@ def run(sweep, out: str, address=None, progress: bool = True, retries=None, retr
                            unit="trial", position=0)
     log = bar.write
   pending = {}
+  # Ctrl-C (or SIGTERM) is noted and acted on between waits: a signal that lands while Ray blocks in a wait
+  # must not be lost.
+  stop = threading.Event()
+  previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
   try:
     for trial in todo:
       run_dir = os.path.join(directory, trial.id)
@@ -53,7 +59,13 @@ def run(sweep, out: str, address=None, progress: bool = True, retries=None, retr
                          **resources(runtime["ray"])).remote(trial.config(), os.path.abspath(run_dir), runtime)
       pending[ref] = trial
     while pending:
-      ready, _ = ray.wait(list(pending), num_returns=1)
+      if stop.is_set():
+        for ref in pending:
+          ray.cancel(ref, force=True)
+        raise KeyboardInterrupt
+      ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+      if not ready:
+        continue
       trial = pending.pop(ready[0])
       run_dir = os.path.join(directory, trial.id)
       try:
@@ -66,6 +78,8 @@ def run(sweep, out: str, address=None, progress: bool = True, retries=None, retr
         bar.update(1)
       log(rundir.trial_line(trial, states[trial.id], run_dir))
   finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
     if bar is not None:
       bar.close()
     if started_here:
