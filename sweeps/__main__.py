@@ -180,8 +180,10 @@ def _cluster_run(args, sweep) -> int:
     print("error: --address is for --backend ray", file=sys.stderr)
     return 2
   problem = _writable_directory(directory)
+  problem = (f"--out {args.out}: cannot write the sweep directory {directory}: {problem}" if problem else
+             args.address and _unreachable(args.address))
   if problem:
-    print(f"error: --out {args.out}: cannot write the sweep directory {directory}: {problem}", file=sys.stderr)
+    print(f"error: {problem}", file=sys.stderr)
     return 2
   try:
     if args.backend == "ray":
@@ -200,6 +202,21 @@ def _cluster_run(args, sweep) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   return _report(args, sweep, directory, states)
+
+
+def _unreachable(address: str):
+  """Why no Ray cluster can answer at HOST:PORT (Ray itself would wait for minutes), or None."""
+  import socket
+  host, _, port = address.rpartition(":")
+  if "://" in address or not host or not port.isdigit():
+    return None if "://" in address or address == "auto" else (
+        f"--address {address}: expected HOST:PORT of a Ray head (e.g. 10.0.0.1:6379)")
+  try:
+    socket.create_connection((host, int(port)), timeout=5).close()
+  except OSError as e:
+    return (f"--address {address}: no Ray cluster answers there ({e.strerror or e}); start one with "
+            "`ray start --head`, or leave --address out for a local cluster")
+  return None
 
 
 def _report(args, sweep, directory, states) -> int:

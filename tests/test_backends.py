@@ -148,3 +148,12 @@ def test_slurm_backend_through_submitits_local_executor(reference, tmp_path):
   trials = _trials(str(out / "micro"))
   assert {i: s["params_sha256"] for i, s in trials.items()} == expected
   assert os.path.isdir(out / "micro" / "slurm")  # submitit's logs
+
+
+@pytest.mark.parametrize("address,message", [("127.0.0.1:1", "no Ray cluster answers there"),
+                                             ("nonsense", "expected HOST:PORT")])
+def test_an_address_without_a_cluster_is_one_line_and_exit_2_not_a_wait(tmp_path, address, message):
+  path = write(tmp_path, "micro.yaml", SWEEP)
+  process = _launch(path, tmp_path / "runs", "--backend", "ray", "--address", address)
+  _, stderr = process.communicate(timeout=60)
+  assert process.returncode == 2 and stderr.count("\n") == 1 and message in stderr
