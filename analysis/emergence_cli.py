@@ -16,8 +16,6 @@ metric) are skipped and counted in `skipped_rows`.
 Bad input exits 2 with one line: a missing file or column, a non-numeric value, x <= 0 with
 --log-x, fewer than 2 usable rows, --bootstrap out of range.
 """
-import json
-import math
 import sys
 
 import numpy as np
@@ -69,7 +67,7 @@ def _finite(value):
   if isinstance(value, (list, tuple)):
     return [_finite(v) for v in value]
   if isinstance(value, (float, np.floating)):
-    return float(value) if math.isfinite(value) else None
+    return fit_cli.json_number(value)
   if isinstance(value, np.integer):
     return int(value)
   return value
@@ -110,13 +108,7 @@ def run(argv) -> dict:
 
 
 def main(argv=None) -> int:
-  try:
-    out = run(sys.argv[1:] if argv is None else argv)
-  except UsageError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  print(json.dumps(out, indent=1, allow_nan=False))
-  return 0
+  return fit_cli.json_command(run, argv)
 
 
 if __name__ == "__main__":

@@ -62,16 +62,9 @@ def rung_table(rows: pd.DataFrame) -> list:
   return out
 
 
-def _power_fit(x, loss, bootstrap):
+def _fit_or_none(law, x, y, bootstrap):
   try:
-    return fit_lib.fit_law(laws.POWER, x, loss, bootstrap=bootstrap)
-  except fit_lib.FitError:
-    return None
-
-
-def _bnsl_fit(x, error, bootstrap):
-  try:
-    return fit_lib.fit_law(laws.BNSL, x, error, bootstrap=bootstrap)
+    return fit_lib.fit_law(law, x, y, bootstrap=bootstrap)
   except fit_lib.FitError:
     return None
 
@@ -121,10 +114,10 @@ def analyze(done: pd.DataFrame, params_column: str, bootstrap: int) -> tuple[dic
     vs_params = emergence.analyze(n, rows.exact_match.to_numpy(), rows.logprob.to_numpy(), bootstrap=bootstrap)
     token_accuracy = emergence.describe(n, rows.token_accuracy.to_numpy(), bootstrap=bootstrap, seed=2)
     vs_flops = emergence.describe(c, rows.exact_match.to_numpy(), bootstrap=bootstrap)
-    loss_fit = _power_fit(n, -rows.logprob.to_numpy(), bootstrap)
+    loss_fit = _fit_or_none(laws.POWER, n, -rows.logprob.to_numpy(), bootstrap)
     instances = _instances(done, task)
     error = np.maximum(1 - rows.exact_match.to_numpy(), 0.5 / instances)
-    bnsl = _bnsl_fit(n, error, bootstrap) if rows.params.nunique() >= 4 else None
+    bnsl = _fit_or_none(laws.BNSL, n, error, bootstrap) if rows.params.nunique() >= 4 else None
     section[task] = {
         "n_trials": int(len(rows)), "seeds": sorted(int(s) for s in rows.seed.dropna().unique()),
         "rungs": rung_table(rows),

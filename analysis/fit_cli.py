@@ -233,6 +233,17 @@ def json_number(value):
   return value if math.isfinite(value) else None
 
 
+def json_command(run_command, argv=None) -> int:
+  """main() of a CLI whose run(argv) returns one JSON object: printed (indented), or its UsageError as one line, exit 2."""
+  try:
+    out = run_command(sys.argv[1:] if argv is None else argv)
+  except UsageError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(json.dumps(out, indent=1, allow_nan=False))
+  return 0
+
+
 def run(argv) -> dict:
   args = _parser().parse_args(argv)
   if args.breaks < 1:

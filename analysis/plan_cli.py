@@ -140,13 +140,7 @@ def run(argv) -> dict:
 
 
 def main(argv=None) -> int:
-  try:
-    out = run(sys.argv[1:] if argv is None else argv)
-  except UsageError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  print(json.dumps(out, indent=1, allow_nan=False))
-  return 0
+  return fit_cli.json_command(run, argv)
 
 
 if __name__ == "__main__":

@@ -130,6 +130,9 @@ def main(argv=None) -> int:
     for trial in sweep.trials:
       print(f"  {trial.id}  {expand.describe_axes(trial.axes)}")
     return 0
+  if args.address is not None and args.backend != "ray":
+    print("error: --address is for --backend ray", file=sys.stderr)
+    return 2
   if args.backend != "local":
     return _cluster_run(args, sweep)
 
@@ -154,9 +157,9 @@ def main(argv=None) -> int:
     return 2
   from sweeps import local, rundir
   directory = rundir.sweep_dir(args.out, sweep)
-  problem = _writable_directory(directory)  # The last check before anything is written.
+  problem = _out_problem(args, directory)  # The last check before anything is written.
   if problem:
-    print(f"error: --out {args.out}: cannot write the sweep directory {directory}: {problem}", file=sys.stderr)
+    print(f"error: {problem}", file=sys.stderr)
     return 2
   try:
     states = local.run(sweep, args.out, progress=not args.no_progress, retries=args.retries,
@@ -176,12 +179,7 @@ def _cluster_run(args, sweep) -> int:
   """--backend ray | slurm: this process only submits and waits (no JAX here); the trials run in the tasks."""
   from sweeps import rundir
   directory = rundir.sweep_dir(args.out, sweep)
-  if args.address is not None and args.backend != "ray":
-    print("error: --address is for --backend ray", file=sys.stderr)
-    return 2
-  problem = _writable_directory(directory)
-  problem = (f"--out {args.out}: cannot write the sweep directory {directory}: {problem}" if problem else
-             args.address and _unreachable(args.address))
+  problem = _out_problem(args, directory) or (args.address and _unreachable(args.address))
   if problem:
     print(f"error: {problem}", file=sys.stderr)
     return 2
@@ -202,6 +200,12 @@ def _cluster_run(args, sweep) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   return _report(args, sweep, directory, states)
+
+
+def _out_problem(args, directory: str):
+  """One line if the sweep directory cannot be written, else None."""
+  problem = _writable_directory(directory)
+  return f"--out {args.out}: cannot write the sweep directory {directory}: {problem}" if problem else None
 
 
 def _unreachable(address: str):

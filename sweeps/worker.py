@@ -27,8 +27,9 @@ def run_one(config: dict, run_dir: str, runtime: dict) -> str:
     return "running"  # a live process holds it: not this task's to run
   record = {"pid": os.getpid(), "host": os.uname().nodename, "start": time.time()}
   try:
-    if rundir.state_of(run_dir) in rundir.FINISHED:
-      return rundir.state_of(run_dir)
+    state = rundir.state_of(run_dir)
+    if state in rundir.FINISHED:
+      return state
     summary = train_lib.train(config, run_dir, progress=False, runtime=runtime)
   except (train_lib.DoesNotFit, checkpoint_lib.CheckpointError) as e:  # retrying cannot help
     rundir.log_attempt(run_dir, {**record, "end": time.time(), "outcome": "failed", "error": str(e)})
