@@ -338,9 +338,12 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   if args.tokens_per_param is not None and not (np.isfinite(args.tokens_per_param) and args.tokens_per_param > 0):
     parser.error(f"--tokens-per-param {args.tokens_per_param:g}: must be a positive number")
+  from sweeps import storage
   try:
-    summary = analyze(args.sweep_dir, args.params, args.compute, args.bootstrap, args.tokens_per_param)
-  except LoadError as e:
+    place = storage.opened(args.sweep_dir)  # a bucket URL: analysed in this machine's mirror, then pushed
+    summary = analyze(place.local, args.params, args.compute, args.bootstrap, args.tokens_per_param)
+    place.push()
+  except (LoadError, storage.StorageError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   for warning in summary["warnings"]:

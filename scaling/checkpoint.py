@@ -10,6 +10,7 @@ directory) is never resumed from: `latest_step` checks the latest one's metadata
 `restore` its arrays, and either raises CheckpointError, one line naming the step
 directory and saying to delete it (the trial then resumes from the one before).
 """
+import json
 import logging
 import os
 import re
@@ -17,6 +18,7 @@ import sys
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from scaling import metrics as metrics_lib
 
@@ -26,10 +28,12 @@ class CheckpointError(Exception):
 
 
 class Checkpoints:
+  """RUN_DIR/checkpoints, or `directory` (a local path or a bucket URL that etils.epath knows: gs://, s3://)."""
 
-  def __init__(self, run_dir: str, keep: int = 2):
-    self.directory = os.path.join(os.path.abspath(run_dir), "checkpoints")
-    if os.path.lexists(self.directory) and not os.path.isdir(self.directory):
+  def __init__(self, run_dir: str, keep: int = 2, directory: str | None = None):
+    self.directory = directory or os.path.join(os.path.abspath(run_dir), "checkpoints")
+    where = epath.Path(self.directory)
+    if where.exists() and not where.is_dir():
       raise CheckpointError(f"{self.directory}: not a directory; move it away and run again with --retry-failed "
                             f"(the trial restarts from step 0)")
     self._manager = ocp.CheckpointManager(
@@ -40,7 +44,7 @@ class Checkpoints:
     """The latest step saved, or None; CheckpointError if that checkpoint's metadata is damaged."""
     step = self._manager.latest_step()
     if step is not None and step not in self._saved:
-      problem = _step_problem(os.path.join(self.directory, str(step)))
+      problem = _step_problem(epath.Path(self.directory) / str(step))
       if problem:
         raise CheckpointError(self._unusable(step, problem))
     return step
@@ -80,23 +84,31 @@ class Checkpoints:
             f"run again with --retry-failed: the trial resumes from {resume}")
 
 
-def _step_problem(step_dir: str):
-  """What makes a step directory unusable, found from its metadata without reading arrays; None if nothing."""
-  if not os.path.isdir(step_dir):
+def _step_problem(step_dir):
+  """What makes a step directory (an epath.Path) unusable, found from its metadata without reading arrays; None
+  if nothing."""
+  if not step_dir.is_dir():
     return None  # Not orbax's default layout: restore will say.
   try:
-    metadata = metrics_lib.read_json(os.path.join(step_dir, "_CHECKPOINT_METADATA"))
+    metadata = _read_json(step_dir / "_CHECKPOINT_METADATA")
   except FileNotFoundError:
-    return "no _CHECKPOINT_METADATA" + ("; the directory is empty" if not os.listdir(step_dir) else "")
+    return "no _CHECKPOINT_METADATA" + ("; the directory is empty" if not any(step_dir.iterdir()) else "")
   except (OSError, ValueError) as e:
     return f"_CHECKPOINT_METADATA: {metrics_lib.reason_of(e)}"
   items = metadata.get("item_handlers") if isinstance(metadata, dict) else None
   for item in items if isinstance(items, dict) else ():
     try:
-      metrics_lib.read_json(os.path.join(step_dir, item, "_METADATA"))
+      _read_json(step_dir / item / "_METADATA")
     except (OSError, ValueError) as e:
       return f"{item}/_METADATA: {metrics_lib.reason_of(e)}"
   return None
+
+
+def _read_json(path):
+  """metrics.read_json for a local file; a bucket object read through epath, as big as orbax wrote it."""
+  if "://" not in str(path):
+    return metrics_lib.read_json(str(path))
+  return json.loads(path.read_text())
 
 
 def _first_line(error: BaseException) -> str:

@@ -285,12 +285,16 @@ class Placement:
     return Placement(self.sharding.mesh, shapes)
 
 
-def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | None = None) -> dict:
+def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | None = None,
+          staged=None) -> dict:
   """Runs (or resumes) one trial and returns its summary.
 
   `runtime` says how to run, not what: the mesh, a memory limit, logging and
   checkpoint cadence. It is not part of the trial id, so the same trial runs
-  on a laptop or a pod slice.
+  on a laptop or a pod slice. `staged`: run_dir is the local staging copy of a run
+  directory on a bucket (sweeps/storage.Staged): checkpoints go to `staged.checkpoint_dir`
+  on the bucket, and the other files are pushed there before each save, so that the
+  bucket's metrics never lag its latest checkpoint.
   """
   entered = time.time()
   previous_mesh = _previous_mesh(run_dir)  # Read before this attempt's summary replaces it.
@@ -300,7 +304,8 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
     logs.warning(f"{timeline.path}: damaged; kept beside it as timeline.json.damaged-*, goodput counts from this "
                  f"attempt")
   try:
-    return _train(config, run_dir, progress, {**default_runtime(), **(runtime or {})}, previous_mesh, timeline)
+    return _train(config, run_dir, progress, {**default_runtime(), **(runtime or {})}, previous_mesh, timeline,
+                  staged)
   except DoesNotFit:
     timeline.write("failed")
     raise
@@ -312,7 +317,7 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
     raise
 
 
-def _train(config, run_dir, progress, runtime, previous_mesh, timeline) -> dict:
+def _train(config, run_dir, progress, runtime, previous_mesh, timeline, staged) -> dict:
   wall_start = time.time()
   writer_process = distributed.is_writer()  # Only process 0 writes files other than checkpoints.
   if writer_process:
@@ -419,7 +424,8 @@ def _train(config, run_dir, progress, runtime, previous_mesh, timeline) -> dict:
       eval_sets=eval_sets, param_sharding=param_sharding))
 
   # ---- Resume ----
-  checkpoints = checkpoint_lib.Checkpoints(run_dir, keep=runtime["keep_checkpoints"])
+  checkpoints = checkpoint_lib.Checkpoints(run_dir, keep=runtime["keep_checkpoints"],
+                                           directory=staged.checkpoint_dir if staged else None)
   metrics_path = os.path.join(run_dir, "metrics.jsonl")
   start_step = 0
   restore_start = time.time()
@@ -480,6 +486,8 @@ def _train(config, run_dir, progress, runtime, previous_mesh, timeline) -> dict:
 
   def save(step, wait=False):
     with timed("checkpoint"):
+      if staged is not None:
+        staged.sync()
       checkpoints.save(step, {"params": params, "opt_state": opt_state}, wait=wait)
     timeline.saved()
 

@@ -108,12 +108,17 @@ def main(argv=None) -> int:
   if args.command == "extend":
     return _extend(args)
   if args.command == "status":
-    from sweeps import status
-    if not os.path.exists(os.path.join(args.sweep_dir, "sweep.json")):
+    from sweeps import status, storage
+    try:
+      place = storage.opened(args.sweep_dir)  # a bucket URL: this machine's mirror of it, refreshed
+    except storage.StorageError as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 2
+    if not os.path.exists(os.path.join(place.local, "sweep.json")):
       print(f"error: {args.sweep_dir}: no sweep.json; expected a directory made by `sweeps run`", file=sys.stderr)
       return 2
     try:
-      print(status.format_table(status.rows(args.sweep_dir)))
+      print(status.format_table(status.rows(place.local)))
     except ValueError as e:
       print(f"error: {e}", file=sys.stderr)
       return 2
@@ -155,8 +160,12 @@ def main(argv=None) -> int:
   except mesh_lib.MeshError as e:
     print(f"error: {error_at(args.file, read_yaml(args.file)[1], ('runtime', 'mesh'), str(e))}", file=sys.stderr)
     return 2
-  from sweeps import local, rundir
+  from sweeps import local, rundir, storage
   directory = rundir.sweep_dir(args.out, sweep)
+  if storage.is_url(directory):
+    print(f"error: --out {args.out}: a bucket is for --backend ray or slurm (their tasks stage each trial); the "
+          "local backend writes to a path (a mounted bucket, e.g. gcsfuse, is one)", file=sys.stderr)
+    return 2
   problem = _out_problem(args, directory)  # The last check before anything is written.
   if problem:
     print(f"error: {problem}", file=sys.stderr)
@@ -177,7 +186,7 @@ def main(argv=None) -> int:
 
 def _cluster_run(args, sweep) -> int:
   """--backend ray | slurm: this process only submits and waits (no JAX here); the trials run in the tasks."""
-  from sweeps import rundir
+  from sweeps import rundir, storage
   directory = rundir.sweep_dir(args.out, sweep)
   problem = _out_problem(args, directory) or (args.address and _unreachable(args.address))
   if problem:
@@ -190,21 +199,22 @@ def _cluster_run(args, sweep) -> int:
                                retries=args.retries, retry_failed=args.retry_failed)
     else:
       from sweeps import slurm_backend
-      states = slurm_backend.run(sweep, args.out, cluster=args.slurm_cluster, retries=args.retries,
-                                 retry_failed=args.retry_failed)
+      states = slurm_backend.run(sweep, args.out, cluster=args.slurm_cluster, progress=not args.no_progress,
+                                 retries=args.retries, retry_failed=args.retry_failed)
   except KeyboardInterrupt:
     print("interrupted; run the same command again to resume (running trials restart from their checkpoints)",
           file=sys.stderr)
     return 130
-  except rundir.SweepDirError as e:
+  except (rundir.SweepDirError, storage.StorageError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   return _report(args, sweep, directory, states)
 
 
 def _out_problem(args, directory: str):
-  """One line if the sweep directory cannot be written, else None."""
-  problem = _writable_directory(directory)
+  """One line if the sweep directory (a path or a bucket URL) cannot be written, else None."""
+  from sweeps import storage
+  problem = storage.problem(directory) if storage.is_url(directory) else _writable_directory(directory)
   return f"--out {args.out}: cannot write the sweep directory {directory}: {problem}" if problem else None
 
 
@@ -231,7 +241,7 @@ def _report(args, sweep, directory, states) -> int:
   if args.no_analysis:
     return 0
   from analysis import report
-  return report.main([directory])
+  return report.main([directory])  # a bucket URL: analysed in this machine's mirror, analysis/ pushed back
 
 
 if __name__ == "__main__":

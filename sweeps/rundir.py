@@ -30,14 +30,15 @@ def describe(trial) -> str:
   return expand.describe_axes(trial.axes) or "(single trial)"
 
 
-def to_run(sweep, out: str, retry_failed: bool = False) -> tuple:
-  """A cluster backend's start: (sweep directory, {trial id: state}, the trials to run) after writing the
-  manifest. Finished trials are skipped (failed ones too, unless retry_failed); a flagged one resumes once
-  its sweep no longer says train.stop_when_off_forecast."""
-  directory = sweep_dir(out, sweep)
-  write_manifest(directory, sweep)
-  states = {t.id: state_of(os.path.join(directory, t.id)) for t in sweep.trials}
-  return directory, states, [t for t in sweep.trials if states[t.id] not in finished_states(t, retry_failed)]
+def to_run(sweep, place, retry_failed: bool = False) -> tuple:
+  """A cluster backend's start: ({trial id: state}, the trials to run) after writing the manifest into the
+  sweep directory `place` (a sweeps/storage.Place). Finished trials are skipped (failed ones too, unless
+  retry_failed); a flagged one resumes once its sweep no longer says train.stop_when_off_forecast."""
+  place.pull()
+  write_manifest(place.local, sweep)
+  place.push()
+  states = {t.id: state_of(os.path.join(place.local, t.id)) for t in sweep.trials}
+  return states, [t for t in sweep.trials if states[t.id] not in finished_states(t, retry_failed)]
 
 
 def finished_states(trial, retry_failed: bool = False) -> tuple:

@@ -10,6 +10,7 @@ SWEEP_DIR/slurm/. `cluster="local"` runs the same path with submitit's local exe
 (processes on this machine), which the tests use.
 """
 import os
+import time
 
 from sweeps import rundir
 
@@ -28,7 +29,8 @@ def executor(folder: str, slurm_cfg: dict, cluster=None):
   return ex
 
 
-def run(sweep, out: str, cluster=None, retries=None, retry_failed: bool = False, log=print, **_) -> dict:
+def run(sweep, out: str, cluster=None, progress: bool = True, retries=None, retry_failed: bool = False,
+        log=print, **_) -> dict:
   """Submits the unfinished trials as a job array and waits for it; returns {trial id: state}."""
   from sweeps import worker
   runtime = sweep.runtime.model_dump()
@@ -36,26 +38,60 @@ def run(sweep, out: str, cluster=None, retries=None, retry_failed: bool = False,
   os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
   if retries is not None:
     runtime["retries"] = retries
-  directory, states, todo = rundir.to_run(sweep, out, retry_failed)
-  ex = executor(os.path.join(directory, "slurm"), runtime["slurm"], cluster)
-  for round_ in range(runtime["retries"] + 1):
-    if not todo:
-      break
-    run_dirs = [os.path.abspath(os.path.join(directory, t.id)) for t in todo]
-    jobs = ex.map_array(worker.run_one, [t.config() for t in todo], run_dirs, [runtime] * len(todo))
-    log(f"sweep {sweep.name}: {len(jobs)} trial(s) submitted as job array {jobs[0].job_id.split('_')[0]}"
-        + (f" (round {round_ + 1})" if round_ else ""))
-    crashed = []
-    for trial, job, run_dir in zip(todo, jobs, run_dirs):
-      try:
-        states[trial.id] = job.result()
-      except Exception as e:  # the element crashed (its attempt is in attempts.jsonl) or was lost
-        states[trial.id] = "failed"
-        reason = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
-        if round_ == runtime["retries"]:
-          rundir.mark_failed(run_dir, f"{reason} (after {runtime['retries'] + 1} SLURM jobs)")
-        else:
-          crashed.append(trial)
-      log(rundir.trial_line(trial, states[trial.id], run_dir))
-    todo = crashed
+  from sweeps import storage
+  place = storage.Place(rundir.sweep_dir(out, sweep))
+  states, todo = rundir.to_run(sweep, place, retry_failed)
+  ex = executor(os.path.join(place.local, "slurm"), runtime["slurm"], cluster)
+  bar = None
+  if progress:
+    from scaling import progress as progress_lib
+    bar = progress_lib.bar(len(sweep.trials), len(sweep.trials) - len(todo), f"sweep {sweep.name} (slurm)",
+                           unit="trial", position=0)
+    log = bar.write
+  try:
+    for round_ in range(runtime["retries"] + 1):
+      if not todo:
+        break
+      jobs = ex.map_array(worker.run_one, [t.config() for t in todo], [place.run_dir(t.id) for t in todo],
+                          [runtime] * len(todo))
+      array = jobs[0].job_id.split("_")[0]
+      log(f"sweep {sweep.name}: {len(jobs)} trial(s) submitted as job array {array}"
+          + (f" (round {round_ + 1})" if round_ else ""))
+      todo = _wait(list(zip(todo, jobs)), states, round_ == runtime["retries"], runtime, place, bar, log, array)
+  finally:
+    if bar is not None:
+      bar.close()
   return states
+
+
+def _wait(pending, states, last_round, runtime, place, bar, log, array):
+  """Waits for the array's elements in the order they finish; returns the trials to submit again."""
+  crashed = []
+  try:
+    while pending:
+      finished = [p for p in pending if p[1].done()]
+      if not finished:
+        time.sleep(1.0)
+        continue
+      for trial, job in finished:
+        pending.remove((trial, job))
+        place.pull(trial.id)
+        run_dir = os.path.join(place.local, trial.id)
+        try:
+          states[trial.id] = job.result()  # task 0's, when a trial spans several nodes
+        except Exception as e:  # the element crashed (its attempt is in attempts.jsonl) or was lost
+          states[trial.id] = "failed"
+          if not last_round:
+            crashed.append(trial)
+            continue
+          reason = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
+          rundir.mark_failed(run_dir, f"{reason} (after {runtime['retries'] + 1} SLURM jobs)")
+          place.push()
+        if bar is not None:
+          bar.update(1)
+        log(rundir.trial_line(trial, states[trial.id], run_dir))
+  except KeyboardInterrupt:
+    log(f"the submitted jobs go on in SLURM (`scancel {array}` stops them); "
+        "their trials stay claimed, so a launch meanwhile does not train them twice")
+    raise
+  return crashed

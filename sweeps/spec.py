@@ -164,11 +164,26 @@ class MeshSpec(_Strict):
 RUNTIME_ONLY = ("tensorboard", "flush_every", "checkpoint_every", "checkpoint_minutes", "keep_checkpoints")
 
 
+class TpuSliceSpec(_Strict):
+  """A whole TPU slice per trial (ray.util.tpu.slice_placement_group): one process on each of its hosts."""
+  topology: str = pydantic.Field(pattern=r"^\d+(x\d+){1,2}$")  # e.g. 4x4, 2x2x2
+  version: str = pydantic.Field(pattern=r"^v\d+[a-z]*$")  # v4, v5p, v5litepod, v6e
+
+
 class RaySpec(_Strict):
-  """What one trial asks a Ray cluster for (`--backend ray`)."""
+  """What one trial asks a Ray cluster for (`--backend ray`); with `hosts` > 1, per host (per process)."""
   cpus: float = pydantic.Field(1.0, gt=0, strict=False)
   gpus: float = pydantic.Field(0.0, ge=0, strict=False)
-  resources: dict[str, float] = pydantic.Field({}, strict=False)  # e.g. a TPU slice: {TPU: 4, TPU-v4-8-head: 1}
+  resources: dict[str, float] = pydantic.Field({}, strict=False)  # custom resources, e.g. {TPU: 4}
+  hosts: int = pydantic.Field(1, ge=1, le=4096)  # processes per trial, joined by jax.distributed
+  placement: Literal["spread", "pack"] = "spread"  # hosts' bundles on distinct nodes (STRICT_SPREAD) or packed
+  tpu: Optional[TpuSliceSpec] = None  # a TPU slice per trial; its hosts come from the topology
+
+  @pydantic.model_validator(mode="after")
+  def _one_way_to_say_hosts(self):
+    if self.tpu is not None and self.hosts != 1:
+      raise ValueError("hosts: leave it out with tpu: a slice's hosts come from its topology")
+    return self
 
 
 class SlurmSpec(_Strict):

@@ -6,44 +6,68 @@ never trains twice at a time, and resumes from its last checkpoint (scaling/trai
 is recorded in `attempts.jsonl` and raised: the backend retries it in a fresh process. Errors
 that a retry cannot cure (the step does not fit the devices, a damaged checkpoint) mark the
 trial `failed` and return.
+
+A trial on several hosts runs `run_one` once per host, each process joined to the others by
+`jax.distributed` from `env` (or from SLURM's or a TPU slice's own variables): process 0 alone
+claims, reads the state and records the attempt, and the others follow its decisions
+(`distributed.agree`), as the local backend's processes do.
 """
 import os
 import time
 import traceback
 
-from sweeps import claims, rundir
+from sweeps import claims, rundir, storage
 
 CLAIM_WAIT_SECONDS = claims.LEASE_SECONDS + 2 * claims.HEARTBEAT_SECONDS
 
 
-def run_one(config: dict, run_dir: str, runtime: dict) -> str:
-  """Trains (or resumes) the trial whose resolved config this is; returns its state."""
-  from scaling import checkpoint as checkpoint_lib
+def run_one(config: dict, run_dir: str, runtime: dict, env: dict | None = None) -> str:
+  """Trains (or resumes) the trial whose resolved config this is; returns its state (as process 0 sees it).
+
+  run_dir: a path every host sees, or a bucket URL (sweeps/storage.py: the attempt works in a staged copy).
+  env: variables to set before JAX starts (SCALING_COORDINATOR, SCALING_NUM_PROCESSES,
+  SCALING_PROCESS_ID of one process of a multi-host trial; SCALING_DISTRIBUTED=off for one process).
+  """
+  os.environ.update(env or {})
+  from scaling import distributed
   from scaling import runtime as runtime_lib
-  from scaling import train as train_lib
+  distributed.initialize()  # before any other JAX call; nothing to do for a one-process trial
   runtime_lib.configure_jax()
-  claim = _claim(run_dir)
-  if claim is None:
+  if not storage.is_url(run_dir):
+    return _run(config, run_dir, runtime)
+  staged = storage.Staged(run_dir, push=distributed.is_writer())
+  with staged as local:
+    return _run(config, local, runtime, staged)
+
+
+def _run(config: dict, run_dir: str, runtime: dict, staged=None) -> str:
+  from scaling import checkpoint as checkpoint_lib
+  from scaling import distributed
+  from scaling import train as train_lib
+  writer = distributed.is_writer()
+  claim = _claim(run_dir) if writer else None
+  if not distributed.agree(claim is not None):
     return "running"  # a live process holds it: not this task's to run
   record = {"pid": os.getpid(), "host": os.uname().nodename, "start": time.time()}
+  log = (lambda outcome, **more: rundir.log_attempt(run_dir, {**record, "end": time.time(), "outcome": outcome,
+                                                             **more})) if writer else (lambda *_, **__: None)
   try:
-    state = rundir.state_of(run_dir)
-    if state in rundir.FINISHED:
+    state = rundir.state_of(run_dir) if writer else None
+    if distributed.agree(state in rundir.FINISHED):
       return state
-    summary = train_lib.train(config, run_dir, progress=False, runtime=runtime)
+    summary = train_lib.train(config, run_dir, progress=False, runtime=runtime, staged=staged)
   except (train_lib.DoesNotFit, checkpoint_lib.CheckpointError) as e:  # retrying cannot help
-    rundir.log_attempt(run_dir, {**record, "end": time.time(), "outcome": "failed", "error": str(e)})
-    if isinstance(e, checkpoint_lib.CheckpointError):
+    log("failed", error=str(e))
+    if isinstance(e, checkpoint_lib.CheckpointError) and writer:
       rundir.mark_failed(run_dir, str(e))
     return "failed"
   except Exception as e:
-    rundir.log_attempt(run_dir, {**record, "end": time.time(), "outcome": "crashed",
-                                 "error": f"{type(e).__name__}: {e}".splitlines()[0],
-                                 "traceback": traceback.format_exc()})
+    log("crashed", error=f"{type(e).__name__}: {e}".splitlines()[0], traceback=traceback.format_exc())
     raise
   finally:
-    claim.release()
-  rundir.log_attempt(run_dir, {**record, "end": time.time(), "outcome": summary["status"]})
+    if claim is not None:
+      claim.release()
+  log(summary["status"])
   return summary["status"]
 
 
