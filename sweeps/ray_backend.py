@@ -59,10 +59,15 @@ class Unit:
   tasks: list = dataclasses.field(default_factory=list)
   done: int = 0
 
+  @property
+  def refs(self) -> list:
+    """What the driver waits on for this unit now."""
+    return self.tasks + ([self.waiting] if self.waiting is not None else [])
+
   def release(self, cancel: bool) -> None:
     import ray
     if cancel:
-      for ref in self.tasks + ([self.waiting] if self.waiting is not None else []):
+      for ref in self.refs:
         ray.cancel(ref, force=True)
     if self.group is not None:
       if hasattr(self.group, "shutdown"):
@@ -132,15 +137,14 @@ class Driver:
     try:
       result = ray.get(ref)
     except ray.exceptions.RayError as e:  # this process crashed or its worker died: the unit goes again
-      for other in unit.tasks + ([unit.waiting] if unit.waiting is not None else []):
+      for other in unit.refs:
         self.owner.pop(other, None)
       unit.release(cancel=True)
       if unit.attempt < self.runtime["retries"]:
         self.submit(unit.trial, unit.attempt + 1)
         return None
-      reason = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
       self.place.pull(unit.trial.id)
-      rundir.mark_failed(local, f"{reason} (after {unit.attempt + 1} attempts on Ray)")
+      rundir.mark_failed(local, f"{rundir.error_line(e)} (after {unit.attempt + 1} attempts on Ray)")
       self.place.push()
       return unit.trial, "failed"
     if ref is unit.waiting:

@@ -179,9 +179,11 @@ def state_of(run_dir: str) -> str:
 
 
 def log_attempt(run_dir: str, record: dict) -> None:
+  # The local backend numbers its attempts; a cluster task's record names its process instead.
+  which = f"attempt {record['attempt']}" if "attempt" in record else f"the attempt of pid {record.get('pid')}"
   if not distributed.is_writer():  # One writer per file; other hosts' crashes go to their stderr.
     if "error" in record:
-      logs.warning(f"{run_dir}: attempt {record['attempt']}: {record['outcome']}: {record['error']}")
+      logs.warning(f"{run_dir}: {which}: {record['outcome']}: {record['error']}")
     return
   path = os.path.join(run_dir, "attempts.jsonl")
   try:
@@ -189,7 +191,7 @@ def log_attempt(run_dir: str, record: dict) -> None:
       torn = _ends_without_newline(f)  # A torn last line (a crash mid-write) stays a line of its own.
       f.write((b"\n" if torn else b"") + (json.dumps(record) + "\n").encode())
   except OSError as e:  # The log is for people; losing one record must not stop the trial or the sweep.
-    logs.warning(f"{path}: attempt {record['attempt']} ({record['outcome']}) not recorded: "
+    logs.warning(f"{path}: {which} ({record['outcome']}) not recorded: "
                  f"{metrics_lib.reason_of(e)}; move it away so the next attempts are recorded")
 
 
@@ -206,6 +208,13 @@ def mark_failed(run_dir: str, reason: str) -> None:
     previous = read_summary(run_dir) or {}
     metrics_lib.write_json_atomic(os.path.join(run_dir, "summary.json"),
                                   {**previous, "status": "failed", "reason": reason})
+
+
+def error_line(error: BaseException) -> str:
+  """A task's error as the last line of its message (a remote traceback ends with the exception), at most 300
+  characters: what a cluster backend puts in a failed trial's summary."""
+  text = str(error).strip()
+  return text.splitlines()[-1][:300] if text else type(error).__name__
 
 
 def os_problem(error: OSError) -> str:

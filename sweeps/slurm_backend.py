@@ -84,8 +84,7 @@ def _wait(pending, states, last_round, runtime, place, bar, log, array):
           if not last_round:
             crashed.append(trial)
             continue
-          reason = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
-          rundir.mark_failed(run_dir, f"{reason} (after {runtime['retries'] + 1} SLURM jobs)")
+          rundir.mark_failed(run_dir, f"{rundir.error_line(e)} (after {runtime['retries'] + 1} SLURM jobs)")
           place.push()
         if bar is not None:
           bar.update(1)

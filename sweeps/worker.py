@@ -49,8 +49,8 @@ def _run(config: dict, run_dir: str, runtime: dict, staged=None) -> str:
   if not distributed.agree(claim is not None):
     return "running"  # a live process holds it: not this task's to run
   record = {"pid": os.getpid(), "host": os.uname().nodename, "start": time.time()}
-  log = (lambda outcome, **more: rundir.log_attempt(run_dir, {**record, "end": time.time(), "outcome": outcome,
-                                                             **more})) if writer else (lambda *_, **__: None)
+  # Process 0 writes the record; another host's crash goes to its stderr (rundir.log_attempt).
+  log = lambda outcome, **more: rundir.log_attempt(run_dir, {**record, "end": time.time(), "outcome": outcome, **more})
   try:
     state = rundir.state_of(run_dir) if writer else None
     if distributed.agree(state in rundir.FINISHED):
@@ -58,8 +58,8 @@ def _run(config: dict, run_dir: str, runtime: dict, staged=None) -> str:
     summary = train_lib.train(config, run_dir, progress=False, runtime=runtime, staged=staged)
   except (train_lib.DoesNotFit, checkpoint_lib.CheckpointError) as e:  # retrying cannot help
     log("failed", error=str(e))
-    if isinstance(e, checkpoint_lib.CheckpointError) and writer:
-      rundir.mark_failed(run_dir, str(e))
+    if isinstance(e, checkpoint_lib.CheckpointError):
+      rundir.mark_failed(run_dir, str(e))  # by process 0 only
     return "failed"
   except Exception as e:
     log("crashed", error=f"{type(e).__name__}: {e}".splitlines()[0], traceback=traceback.format_exc())
