@@ -1,16 +1,17 @@
 """`python -m analysis fit`: fit a scaling law to a CSV and print one JSON object.
 
   python -m analysis fit --csv FILE
-      --law {power,chinchilla,data_constrained,saturating,bnsl,sigmoid,pure_power}
-      [--x COL] [--y COL] [--n COL] [--d COL] [--u COL] [--tokens-per-param R]
+      --law {power,chinchilla,data_constrained,saturating,bnsl,sigmoid,pure_power,routed}
+      [--x COL] [--y COL] [--n COL] [--d COL] [--u COL] [--e COL] [--tokens-per-param R]
       [--breaks K]
       [--drop-highest K] [--bootstrap R] [--predict-at X[,X...]] [--seed S]
 
-Columns default to params (--x and --n), tokens (--d) and loss (--y).
-Chinchilla reads --n and --d; data_constrained reads --n, --d and --u (unique
-tokens, no default: a tokens column says nothing about repetition); the other
-laws read --x. --predict-at takes x values, N:D pairs for chinchilla (e.g.
-7e10:1.4e12) or N:D:U triples for data_constrained. --drop-highest K
+Columns default to params (--x and --n), tokens (--d), experts (--e) and loss
+(--y). Chinchilla reads --n and --d; data_constrained reads --n, --d and --u
+(unique tokens, no default: a tokens column says nothing about repetition);
+routed reads --n (active parameters) and --e (experts; 1 for a dense model);
+the other laws read --x. --predict-at takes x values, N:D pairs for chinchilla
+(e.g. 7e10:1.4e12), N:E pairs for routed or N:D:U triples for data_constrained. --drop-highest K
 drops the K rows with the highest y first (Besiroglu et al. drop the 5
 highest-loss Chinchilla runs). Laws and parameter names:
 
@@ -30,6 +31,8 @@ highest-loss Chinchilla runs). Laws and parameter names:
   sigmoid     y = floor + (ceiling - floor) / (1 + (x / x_mid)^-slope)
                                                                 floor, ceiling, slope, x_mid
   pure_power  L = A x^-alpha                                    A, alpha
+  routed      log L = a log N + b log E + c log N log E + d     a, b, c, d
+              (Clark et al. 2022: N active parameters, E experts)
 
 Fitting (analysis/fit.py): chinchilla minimises the Huber loss (delta 1e-3) of
 log residuals, summed, with L-BFGS from the paper's 4500-start grid
@@ -65,7 +68,7 @@ import pandas as pd
 from analysis import fit, laws
 
 CHOICES = ("power", "chinchilla", "data_constrained", "saturating", "bnsl",
-           "sigmoid", "pure_power")
+           "sigmoid", "pure_power", "routed")
 
 
 # Input bounds: a scaling-law fit has tens to thousands of points, and every
@@ -96,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="parameters column (chinchilla, data_constrained)")
   parser.add_argument("--d", default="tokens",
                       help="tokens column (chinchilla, data_constrained)")
+  parser.add_argument("--e", default="experts",
+                      help="experts column (routed; 1 for a dense model)")
   parser.add_argument("--u", default=None,
                       help="unique tokens column (data_constrained; required)")
   parser.add_argument("--tokens-per-param", type=float, default=None,
@@ -182,7 +187,8 @@ def _predict_points(text: str, law: laws.Law, n_given=None):
     except ValueError:
       raise UsageError(f"--predict-at: {item.strip()!r} is not a number") from None
     if len(values) != n_given:
-      form = {1: "single x values", 2: "N:D pairs", 3: "N:D:U triples"}[n_given]
+      form = {1: "single x values", 2: "N:E pairs" if law is laws.ROUTED else "N:D pairs",
+              3: "N:D:U triples"}[n_given]
       raise UsageError(f"--predict-at: the {law.name} law takes {form}, got {item.strip()!r}")
     if not all(math.isfinite(v) and v > 0 for v in values):
       raise UsageError(f"--predict-at: {item.strip()!r} must be positive and finite")
@@ -202,6 +208,8 @@ def _input_columns(law, args, df) -> list:
   """(column, flag) of each of the law's inputs, in the law's order."""
   if law.n_inputs == 1:
     return [(args.x, "--x")]
+  if law is laws.ROUTED:
+    return [(args.n, "--n"), (args.e, "--e")]
   columns = [(args.n, "--n"), (args.d, "--d")]
   if law.n_inputs >= 3:
     if args.u is None:
@@ -323,6 +331,7 @@ def run(argv) -> dict:
   out["predictions"] = []
   out["prediction_ci"] = []
   if points is not None:
+    points = points.T  # [points, inputs]: a [k, k] array would be read that way round (laws.as_inputs)
     out["predictions"] = [json_number(v) for v in result.predict(points)]
     if args.bootstrap:
       lo, hi = result.predict_interval(points)

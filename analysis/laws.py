@@ -92,6 +92,7 @@ _INPUT_ALIASES = {
     "tokens": ("tokens", "d", "n_tokens", "tokens_seen", "data", "num_tokens"),
     "unique_tokens": ("unique_tokens", "u", "unique", "u_d", "unique_data",
                       "n_unique_tokens", "num_unique_tokens"),
+    "experts": ("experts", "e", "n_experts", "num_experts"),
 }
 
 
@@ -721,9 +722,61 @@ SIGMOID = Law(
 )
 
 
+# Routed (Clark et al. 2022): log L = a log N + b log E + c log N log E + d --------
+#
+# N the active (dense-equivalent) parameters, E the number of experts (1 for a dense model,
+# where the law is the pure power law L = e^d N^a). Unified Scaling Laws for Routed Language
+# Models, eq. 1: b < 0 is the gain from experts at fixed N, c > 0 shrinks it as N grows. Linear
+# in its parameters; centring log N -> log N - s0, log E -> log E - s1 is exact with
+# a' = a + c s1, b' = b + c s0, d' = d + a s0 + b s1 + c s0 s1.
+
+def _routed_model(theta, log_x):
+  a, b, c, d = _columns(theta, 4)
+  log_n, log_e = log_x[0:1], log_x[1:2]
+  return a * log_n + b * log_e + c * log_n * log_e + d, [log_n, log_e, log_n * log_e, np.ones_like(log_n)]
+
+
+def _routed_to_params(theta, log_scale):
+  a, b, c, d = theta.T
+  s0, s1 = log_scale
+  raw_a, raw_b = a - c * s1, b - c * s0
+  return np.stack([raw_a, raw_b, c, d - raw_a * s0 - raw_b * s1 - c * s0 * s1], axis=1)
+
+
+def _routed_from_params(params, log_scale):
+  a, b, c, d = params.T
+  s0, s1 = log_scale
+  return np.stack([a + c * s1, b + c * s0, c, d + a * s0 + b * s1 + c * s0 * s1], axis=1)
+
+
+def _routed_starts(log_x, y, log_scale):
+  """The least-squares solution (the law is linear in theta), and a flat start beside it."""
+  design = np.stack([log_x[0], log_x[1], log_x[0] * log_x[1], np.ones(log_x.shape[1])], axis=1)
+  solution = np.linalg.lstsq(design, np.log(y), rcond=None)[0]
+  return np.stack([solution, [0.0, 0.0, 0.0, float(np.mean(np.log(y)))]])
+
+
+ROUTED = Law(
+    name="routed",
+    formula="log L = a log N + b log E + c log N log E + d",
+    param_names=("a", "b", "c", "d"),
+    input_names=("n_params", "experts"),
+    model=_routed_model,
+    to_params=_routed_to_params,
+    from_params=_routed_from_params,
+    starts=_routed_starts,
+)
+
+
+def routed_loss_gain(params, n_params, experts):
+  """L(N, E) / L(N, 1) under the routed law: the loss factor E experts buy at active size N."""
+  log_e = np.log(experts)
+  return np.exp(params["b"] * log_e + params["c"] * np.log(n_params) * log_e)
+
+
 LAWS = {law.name: law for law in
         (POWER, PURE_POWER, CHINCHILLA, DATA_CONSTRAINED, DATA_CONSTRAINED_FULL,
-         SATURATING, BNSL, SIGMOID)}
+         SATURATING, BNSL, SIGMOID, ROUTED)}
 
 
 def get(name: str, breaks: int = 1) -> Law:

@@ -11,6 +11,7 @@ from analysis import fit as fit_lib  # noqa: E402
 LABELS = {
     "params_non_embedding": "non-embedding parameters",
     "params_total": "total parameters",
+    "params_active": "active parameters (per token)",
     "flops": "training compute (FLOPs, exact count)",
     "flops_6n": "training compute (FLOPs, 6N)",
 }
@@ -226,6 +227,36 @@ def loss_vs_epochs(path, rows, groups, predict, entropy_floor=None, loss_unit="n
     _floor(ax, entropy_floor)
     _limit_y(ax, drawn, entropy_floor)
     ax.legend(fontsize=7, loc="upper right")
+  _save(fig, path, (left, right))
+
+
+def moe_vs_dense(path, rows, fit, loss_unit="nats/token"):
+  """Mixture-of-experts trials (analysis/moe_report.py's table; every point is one of its rows).
+
+  Left: loss against active non-embedding parameters, one colour per expert count (dense: E = 1),
+  with the fitted routed law. Right: loss against training FLOPs (the active path), the trials of
+  each expert count joined.
+  """
+  fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+  counts = sorted(rows.experts.unique())
+  colors = dict(zip(counts, plt.cm.plasma(np.linspace(0, 0.8, max(len(counts), 1)))))
+  for experts, g in rows.groupby("experts", sort=True):
+    g = g.sort_values("params_active_non_embedding")
+    label = "dense" if experts == 1 else f"{experts} experts"
+    left.scatter(g.params_active_non_embedding, g.final_eval_loss, color=colors[experts], s=20, zorder=3, label=label)
+    if fit is not None:
+      n = np.geomspace(rows.params_active_non_embedding.min(), rows.params_active_non_embedding.max(), 60)
+      left.plot(n, fit.predict(np.stack([n, np.full_like(n, experts)])), color=colors[experts], lw=1)
+    g = g.sort_values("flops")
+    right.plot(g.flops, g.final_eval_loss, "o-", color=colors[experts], lw=1, ms=4, label=label)
+  for ax, x_label in ((left, "active non-embedding parameters"), (right, "training FLOPs (active path)")):
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(f"final eval loss ({loss_unit})")
+    ax.legend(fontsize=8)
+  left.set_title("Loss vs active parameters (lines: routed law, Clark et al. 2022)", fontsize=9)
+  right.set_title("Loss vs compute", fontsize=9)
   _save(fig, path, (left, right))
 
 

@@ -6,7 +6,9 @@ A sweep of several objectives gets these per objective (`loss_vs_params_<objecti
 and objectives_vs_params.png / objectives_vs_compute.png (analysis/objectives.py). A sweep
 that repeats data (`data.unique_tokens`) gets the data-constrained law and loss_vs_epochs.png
 (analysis/data_constrained.py); one declared by FLOP budget (`train.horizon.flops`) gets
-approaches 2 and 3 and isoflop.png (analysis/isoflop_report.py).
+approaches 2 and 3 and isoflop.png (analysis/isoflop_report.py); one with mixture-of-experts
+trials (`model.options.experts`) the routed law, the compute multiplier of each expert count over
+dense and moe_vs_dense.png (analysis/moe_report.py).
 """
 import argparse
 import os
@@ -19,7 +21,7 @@ import pandas as pd
 from analysis import backtest as backtest_lib
 from analysis import data_constrained, emergence_report
 from analysis import fit as fit_lib
-from analysis import fit_plots, isoflop_report, laws, plots
+from analysis import fit_plots, isoflop_report, laws, moe_report, plots
 from analysis import forecast as forecast_lib
 from analysis import objectives as objectives_lib
 from analysis import prediction_check
@@ -191,6 +193,10 @@ def analyze(directory, params_column="params_non_embedding", compute_column="flo
     summary["data_constrained"], drawn = data_constrained.analyze(done, params_column, bootstrap, tokens_per_param)
     plots.loss_vs_epochs(os.path.join(out_dir, "loss_vs_epochs.png"), drawn["rows"], drawn["groups"], drawn["predict"],
                          _shared_value(done, "entropy_floor"), objectives_lib.unit_of(done))
+  if moe_report.applies(done):
+    summary["moe"], drawn = moe_report.analyze(done, steps, bootstrap)
+    plots.moe_vs_dense(os.path.join(out_dir, "moe_vs_dense.png"), drawn["rows"], drawn["fit"],
+                       objectives_lib.unit_of(done))
   if emergence_report.applies(done):
     summary["emergence"], drawn = emergence_report.analyze(done, params_column, bootstrap)
     if drawn:
@@ -294,6 +300,10 @@ def _markdown(summary, done, excluded, fitted, params_column, spent) -> str:
     lines += [""] + data_constrained.markdown(summary["data_constrained"])
     lines.pop()
     files.append("`loss_vs_epochs.png`")
+  if "moe" in summary:
+    lines += [""] + moe_report.markdown(summary["moe"])
+    lines.pop()
+    files.append("`moe_vs_dense.png`")
   if summary.get("emergence"):
     lines += [""] + emergence_report.markdown(summary["emergence"])
     files.append("`emergence.png`")

@@ -1,9 +1,10 @@
-"""Decoder-only GPT in Flax NNX, sized by one dial: depth.
+"""Decoder-only GPT in Flax NNX, sized by one dial: depth; dense or mixture-of-experts MLPs.
 
 The ladder follows nanochat: `depth` layers, `width = aspect_ratio * depth`,
 `n_heads = width // head_dim`. Pre-norm RMSNorm blocks (models/transformer.py),
 rotary positions (a head that looks a fixed distance back is easy to learn,
-which n-gram structure needs), untied unembedding, no biases.
+which n-gram structure needs), untied unembedding, no biases. With
+`experts: E` every block's MLP is a routed mixture of E such MLPs (models/moe.py).
 """
 import dataclasses
 
@@ -22,20 +23,33 @@ class GPTConfig(transformer.BlockShape):
   n_heads: int
   mlp_ratio: int = 4
   attention_impl: str = "xla"  # Passed to pallas_kernels.attention when not "xla".
+  experts: int = 0  # 0: dense MLPs; E > 0: mixture-of-experts MLPs (models/moe.py), top_k of E per token.
+  top_k: int = 1
+  capacity_factor: float = 1.25  # Slots per expert over a uniform share; 0: dropless (jax.lax.ragged_dot).
+  router_aux: float = 0.01  # Coefficient of Switch's load-balancing loss.
+  router_z: float = 0.001  # Coefficient of the router z-loss.
   causal = True  # Not fields: what makes the blocks a GPT's.
   rotary = True
 
 
 def ladder(depth: int, *, vocab_size: int, seq_len: int, aspect_ratio: int = 64,
-           head_dim: int = 64, mlp_ratio: int = 4, attention_impl: str = "xla") -> GPTConfig:
-  """The size ladder: one integer dial (depth) -> a full architecture."""
+           head_dim: int = 64, mlp_ratio: int = 4, attention_impl: str = "xla", experts: int = 0,
+           top_k: int = 1, capacity_factor: float = 1.25, router_aux: float = 0.01,
+           router_z: float = 0.001) -> GPTConfig:
+  """The size ladder: one integer dial (depth) -> a full architecture. The MoE options keep depth the dial."""
   if depth < 1:
     raise ValueError(f"depth must be >= 1, got {depth}")
+  if experts < 0 or (experts and not 1 <= top_k <= experts):
+    raise ValueError(f"experts {experts}, top_k {top_k}: need experts >= 0 and 1 <= top_k <= experts")
+  if capacity_factor < 0 or router_aux < 0 or router_z < 0:
+    raise ValueError("capacity_factor, router_aux and router_z must be >= 0")
   width = aspect_ratio * depth
   if width % head_dim:
     raise ValueError(f"width {width} (= aspect_ratio * depth) is not a multiple of head_dim {head_dim}")
   return GPTConfig(vocab_size=vocab_size, seq_len=seq_len, depth=depth, width=width,
-                   n_heads=width // head_dim, mlp_ratio=mlp_ratio, attention_impl=attention_impl)
+                   n_heads=width // head_dim, mlp_ratio=mlp_ratio, attention_impl=attention_impl,
+                   experts=experts, top_k=top_k if experts else 1, capacity_factor=float(capacity_factor),
+                   router_aux=float(router_aux), router_z=float(router_z))
 
 
 class GPT(nnx.Module):

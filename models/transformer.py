@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from models import moe
+
 
 class BlockShape:
   """Derived shapes of a family config with `width`, `n_heads` and `mlp_ratio` fields."""
@@ -96,7 +98,10 @@ class Block(nnx.Module):
     self.attn_norm = norm(rngs, cfg.width)
     self.attn = Attention(cfg, rngs)
     self.mlp_norm = norm(rngs, cfg.width)
-    self.mlp = MLP(cfg, rngs)
+    if getattr(cfg, "experts", 0):
+      self.mlp = moe.MoE(cfg, rngs)
+    else:
+      self.mlp = MLP(cfg, rngs)
 
   def __call__(self, x):
     x = x + self.attn(self.attn_norm(x))
@@ -109,15 +114,18 @@ def layer_flops(cfg, seq: int) -> int:
   Every matmul (2 FLOPs per multiply-add), attention scores and weighted sum over
   the full context (Kaplan et al. 2020 / Chinchilla appendix F convention; causal
   masking is not discounted) and the softmax (3 per score). Norms and
-  activations are negligible and left out.
+  activations are negligible and left out. A mixture-of-experts MLP counts its
+  active path: the router and the top_k experts each token goes to.
   """
   d = cfg.width
+  experts = getattr(cfg, "experts", 0)
+  mlp = 2 * 2 * d * cfg.mlp_width * (cfg.top_k if experts else 1) + 2 * d * experts
   return (2 * 3 * d * d            # q, k, v projections
           + 2 * seq * d            # scores q.k over the context
           + 3 * cfg.n_heads * seq  # softmax
           + 2 * seq * d            # weighted sum of values
           + 2 * d * d              # output projection
-          + 2 * 2 * d * cfg.mlp_width)
+          + mlp)
 
 
 def build(module_class, cfg, seed: int):

@@ -2,7 +2,8 @@
 
 Models name the dimensions of their parameters (`embed`, `mlp`, `heads`, `vocab`,
 ...); `RULES` maps those names to mesh axes, MaxText style. The same sweep runs
-on a laptop (a 1-device mesh) or a pod slice (say data=16, fsdp=16, tensor=4):
+on a laptop (a 1-device mesh) or a pod slice (say data=16, fsdp=16, tensor=4; expert=8
+for a mixture of experts):
 only the `runtime.mesh` block changes, never the model.
 """
 import math
@@ -12,11 +13,14 @@ from flax import nnx
 from flax.core import spmd
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
-AXES = ("data", "fsdp", "tensor")
+AXES = ("data", "fsdp", "expert", "tensor")
 
 # Logical name -> mesh axes. Activations have their own names so the batch can use fsdp too.
+# Expert parallelism: a mixture of experts' expert dimension splits over `expert`, which also
+# splits the batch (each device group routes its own rows' tokens to every expert: XLA's all-to-all).
 RULES = (
-    ("batch", ("data", "fsdp")),
+    ("batch", ("data", "fsdp", "expert")),
+    ("expert", "expert"),
     ("embed", "fsdp"),
     ("mlp", "tensor"),
     ("heads", "tensor"),

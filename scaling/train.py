@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from models import counting, registry
+from models import counting, moe, registry
 from scaling import checkpoint as checkpoint_lib
 from scaling import distributed
 from scaling import evaluators as evaluators_lib
@@ -200,9 +200,15 @@ def make_train_step(graphdef, objective, objective_options, optimizer, schedule,
   microbatches = train_cfg["microbatches"]
 
   def loss_fn(params, batch, keys):
+    """The objective's (loss, metrics), plus what the model's layers sow (an MoE's router losses and stats)."""
     if compute_dtype != jnp.float32:  # Mixed precision: float32 master weights, low-precision math.
       params = jax.tree.map(lambda p: p.astype(compute_dtype), params)
-    return objective.loss(nnx.merge(graphdef, params), batch, keys, objective_options)
+    (loss, metrics), sown = nnx.capture(objective.loss, nnx.Intermediate)(
+        nnx.merge(graphdef, params), batch, keys, objective_options)
+    aux, moe_metrics = moe.collect(sown)
+    if not moe_metrics:
+      return loss, metrics
+    return loss + aux, {**metrics, **moe_metrics}
 
   def loss_and_grads(params, batch, keys):
     if microbatches == 1:
@@ -232,13 +238,20 @@ def make_train_step(graphdef, objective, objective_options, optimizer, schedule,
     params = optax.apply_updates(params, updates)
     if train_cfg["inject_corruption_at_step"] is not None:  # Fault injection for tests of live health.
       params = _corrupt(params, step + 1 == train_cfg["inject_corruption_at_step"], seed)
-    return params, opt_state, {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(step), **metrics}
+    return params, opt_state, {"loss": objective_part(loss, metrics), "grad_norm": optax.tree.norm(grads),
+                               "lr": schedule(step), **metrics}
 
   def eval_fn(params, batch, index):
     """The objective on eval batch `index`, with the same draws (masks) at every evaluation."""
-    return loss_fn(params, batch, example_keys(_EVAL_SEED, index, jax.tree.leaves(batch)[0].shape[0]))
+    loss, metrics = loss_fn(params, batch, example_keys(_EVAL_SEED, index, jax.tree.leaves(batch)[0].shape[0]))
+    return objective_part(loss, metrics), metrics
 
   return train_step, eval_fn
+
+
+def objective_part(loss, metrics):
+  """The objective's own loss (what is logged and fitted): the optimised loss less any auxiliary loss."""
+  return loss - metrics["moe_aux_loss"] if "moe_aux_loss" in metrics else loss
 
 
 def _corrupt(params, hit, seed):

@@ -99,7 +99,7 @@ def read_manifest(directory: str) -> dict:
 # Fields of summary.json that the platform reads, by the type they must have (None is always allowed).
 _NUMBER_FIELDS = (
     "steps", "steps_planned", "examples", "tokens", "flops", "flops_6n", "params_total", "params_non_embedding",
-    "params_embedding", "flops_per_token", "flops_per_token_6n", "flops_per_example", "flops_per_example_6n",
+    "params_active", "params_embedding", "flops_per_token", "flops_per_token_6n", "flops_per_example", "flops_per_example_6n",
     "tokens_per_example", "eval_examples", "entropy_floor", "eval_set_floor", "final_train_loss", "final_eval_loss",
     "final_eval_error", "final_probe_error", "wall_seconds", "compile_seconds", "tokens_per_second",
     "examples_per_second")

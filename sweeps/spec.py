@@ -70,13 +70,15 @@ class HorizonSpec(_Strict):
   """Training length: tokens (a ViT's tokens are its patches), tokens per parameter (Chinchilla ~20),
   examples (sequences or images), epochs of a finite dataset, or a FLOP budget (a grid of sizes x
   budgets is an IsoFLOP sweep), counted as `flop_count` says: `exact` (per layer, attention
-  included: the `flops` summary key) or `6n` (6 x non-embedding parameters per token: `flops_6n`)."""
+  included: the `flops` summary key) or `6n` (6 x non-embedding parameters per token: `flops_6n`).
+  `tokens_per_param` counts the parameters `param_count` names: non_embedding, total, or active
+  (what one token uses: a mixture of experts' total less the experts it is not routed to)."""
   tokens: Optional[int] = pydantic.Field(None, gt=0, le=10 ** 15)
   tokens_per_param: Optional[float] = pydantic.Field(None, gt=0, le=10 ** 6)
   examples: Optional[int] = pydantic.Field(None, gt=0, le=10 ** 13)
   epochs: Optional[float] = pydantic.Field(None, gt=0, le=10 ** 6, strict=False)
   flops: Optional[float] = pydantic.Field(None, gt=0, le=1e30, strict=False)
-  param_count: Literal["non_embedding", "total"] = "non_embedding"
+  param_count: Literal["non_embedding", "total", "active"] = "non_embedding"
   flop_count: Literal["exact", "6n"] = "exact"
 
   @pydantic.model_validator(mode="after")
@@ -150,11 +152,12 @@ class MeshSpec(_Strict):
   """Device mesh axes; -1 takes the remaining devices (at most one axis)."""
   data: int = pydantic.Field(-1, ge=-1, le=1 << 20)
   fsdp: int = pydantic.Field(1, ge=-1, le=1 << 20)
+  expert: int = pydantic.Field(1, ge=-1, le=1 << 20)  # expert parallelism (and more batch splitting)
   tensor: int = pydantic.Field(1, ge=-1, le=1 << 20)
 
   @pydantic.model_validator(mode="after")
   def _no_zero(self):
-    for name in ("data", "fsdp", "tensor"):
+    for name in ("data", "fsdp", "expert", "tensor"):
       if getattr(self, name) == 0:
         raise ValueError(f"{name}: 0 devices; use a positive size or -1")
     return self
@@ -376,7 +379,8 @@ def check_trial(path, lines, trial: TrialSpec) -> None:
       allowed = [p for p, v in signature.parameters.items() if v.kind == v.KEYWORD_ONLY and p not in family.inputs]
       raise error_at(path, lines, ("model", "options", name), f"unknown option for family {model.family!r}; known: {allowed}")
     default = parameter.default
-    if default is not inspect.Parameter.empty and type(value) is not type(default):
+    if (default is not inspect.Parameter.empty and type(value) is not type(default)
+        and not (type(default) is float and type(value) is int)):  # 1 for a float option is 1.0
       raise error_at(path, lines, ("model", "options", name),
                      f"expected {type(default).__name__}, got {value!r}")
   if objective.name not in family.objectives:

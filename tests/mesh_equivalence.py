@@ -16,29 +16,41 @@ from scaling import runtime as runtime_lib  # noqa: E402
 from scaling import train as train_lib  # noqa: E402
 from sweeps.spec import TrialSpec  # noqa: E402
 
-MESHES = {"single": (1, 1, 1), "data8": (8, 1, 1), "data2_fsdp4": (2, 4, 1), "fsdp2_tensor4": (1, 2, 4)}
+MESHES = {"single": {"data": 1}, "data8": {"data": 8}, "data2_fsdp4": {"data": 2, "fsdp": 4},
+          "fsdp2_tensor4": {"fsdp": 2, "tensor": 4}, "data2_expert4": {"data": 2, "expert": 4},
+          "expert4_tensor2": {"expert": 4, "tensor": 2}}
+
+
+def _train(config, run_dir, mesh):
+  summary = train_lib.train(config, run_dir, progress=False, runtime={
+      "mesh": {"data": 1, "fsdp": 1, "expert": 1, "tensor": 1, **mesh}, "flush_every": 1, "checkpoint_every": 0,
+      "tensorboard": False})
+  rows = metrics_lib.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+  return {"losses": [r["loss"] for r in rows if "loss" in r], "mesh": summary["mesh"],
+          "shardings": summary["param_shardings"], "eval": summary["final_eval_loss"],
+          "dropped": [r["moe_dropped"] for r in rows if "moe_dropped" in r]}
 
 
 def main():
   runtime_lib.configure_jax()
-  config = TrialSpec.model_validate({
+  gpt = {
       "model": {"family": "gpt", "size": 1, "options": {"aspect_ratio": 32, "head_dim": 8}},
       "data": {"kind": "markov", "vocab_size": 8, "order": 2, "mix": [0.2, 0.3, 0.5]},
       "train": {"seq_len": 16, "batch_size": 16, "horizon": {"tokens": 20 * 16 * 16}, "eval_every": 20,
                 "eval_batches": 1,
                 "compute_dtype": sys.argv[1] if len(sys.argv) > 1 else "float32"},
       "optimizer": {"lr": 1e-2, "warmup_steps": 2},
-  }).model_dump(mode="json")
+  }
+  config = TrialSpec.model_validate(gpt).model_dump(mode="json")
+  # A mixture of 4 experts, top-2, with a capacity that drops tokens: expert-parallel meshes split it.
+  moe = TrialSpec.model_validate({**gpt, "model": {**gpt["model"], "options": {
+      **gpt["model"]["options"], "experts": 4, "top_k": 2, "capacity_factor": 1.0}}}).model_dump(mode="json")
   results = {}
   with tempfile.TemporaryDirectory() as tmp:
-    for name, (data, fsdp, tensor) in MESHES.items():
-      run_dir = os.path.join(tmp, name)
-      summary = train_lib.train(config, run_dir, progress=False,
-                                runtime={"mesh": {"data": data, "fsdp": fsdp, "tensor": tensor}, "flush_every": 1,
-                                         "checkpoint_every": 0, "tensorboard": False})
-      rows = metrics_lib.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
-      results[name] = {"losses": [r["loss"] for r in rows if "loss" in r], "mesh": summary["mesh"],
-                       "shardings": summary["param_shardings"], "eval": summary["final_eval_loss"]}
+    for name in ("single", "data8", "data2_fsdp4", "fsdp2_tensor4"):
+      results[name] = _train(config, os.path.join(tmp, name), MESHES[name])
+    for name in ("single", "data2_expert4", "expert4_tensor2"):
+      results[f"moe_{name}"] = _train(moe, os.path.join(tmp, f"moe_{name}"), MESHES[name])
     # A ViT with a random-mask objective: image batches (a dict of uint8 images and labels) split the same way.
     vit = TrialSpec.model_validate({
         "model": {"family": "vit", "size": 2, "options": {"aspect_ratio": 16, "head_dim": 8, "patch_size": 4}},
@@ -48,14 +60,7 @@ def main():
         "optimizer": {"lr": 1e-2, "warmup_steps": 2},
     }).model_dump(mode="json")
     for name in ("single", "fsdp2_tensor4"):
-      data, fsdp, tensor = MESHES[name]
-      run_dir = os.path.join(tmp, f"vit_{name}")
-      summary = train_lib.train(vit, run_dir, progress=False, runtime={
-          "mesh": {"data": data, "fsdp": fsdp, "tensor": tensor}, "flush_every": 1, "checkpoint_every": 0,
-          "tensorboard": False})
-      rows = metrics_lib.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
-      results[f"vit_{name}"] = {"losses": [r["loss"] for r in rows if "loss" in r], "mesh": summary["mesh"],
-                                "shardings": summary["param_shardings"], "eval": summary["final_eval_loss"]}
+      results[f"vit_{name}"] = _train(vit, os.path.join(tmp, f"vit_{name}"), MESHES[name])
   print(json.dumps(results))
 
 

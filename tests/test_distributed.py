@@ -99,7 +99,7 @@ def test_two_processes_give_the_single_process_losses(runs):
   np.testing.assert_allclose([loss for _, loss in two], [loss for _, loss in one], rtol=1e-5, atol=1e-6)
   summary = metrics_lib.read_json(os.path.join(runs["two"], "summary.json"))
   assert summary["status"] == "done" and summary["processes"] == 2
-  assert summary["mesh"] == {"data": 2, "fsdp": 2, "tensor": 1}
+  assert summary["mesh"] == {"data": 2, "fsdp": 2, "expert": 1, "tensor": 1}
   assert summary["device"].endswith("x4")
   reference = metrics_lib.read_json(os.path.join(runs["one"], "summary.json"))
   assert summary["final_eval_loss"] == pytest.approx(reference["final_eval_loss"], rel=1e-5)

@@ -28,8 +28,11 @@ train:
 optimizer: {{lr: 1e-2, warmup_steps: 5}}
 runtime: {{flush_every: 1, checkpoint_every: {checkpoint_every}, tensorboard: false}}
 """
-# A GPT on a task mixed into the language, scored by the `tasks` evaluator at every eval (greedy decoding).
-TASKS_TRIAL = TRIAL.replace("data: {{kind: markov, vocab_size: 8, order: 2, mix: [0.2, 0.3, 0.5]}}", """\
+# A mixture-of-experts GPT (4 experts, top-2, tokens dropped at capacity) on a task mixed into the
+# language, scored by the `tasks` evaluator at every eval (greedy decoding).
+TASKS_TRIAL = TRIAL.replace("options: {{aspect_ratio: 16, head_dim: 8}}",
+                            "options: {{aspect_ratio: 16, head_dim: 8, experts: 4, top_k: 2, capacity_factor: 1.0}}"
+                            ).replace("data: {{kind: markov, vocab_size: 8, order: 2, mix: [0.2, 0.3, 0.5]}}", """\
 data:
   kind: tasks
   tasks: [{{task: addition, digits: 2}}]
@@ -87,7 +90,7 @@ def assert_each_step_once(run_dir, steps=STEPS):
   assert [r["step"] for r in rows if "loss" in r] == list(range(1, steps + 1))
 
 
-@pytest.mark.parametrize("template", [TASKS_TRIAL, MASKED_PATCHES_TRIAL], ids=["gpt_tasks", "vit_masked_patches"])
+@pytest.mark.parametrize("template", [TASKS_TRIAL, MASKED_PATCHES_TRIAL], ids=["gpt_moe_tasks", "vit_masked_patches"])
 def test_sigkill_at_random_points_then_resume_is_bit_exact(tmp_path, template):
   path = sweep_file(tmp_path, template=template)
   trial = expand.load(path).trials[0]
@@ -116,6 +119,9 @@ def test_sigkill_at_random_points_then_resume_is_bit_exact(tmp_path, template):
   assert any(k.endswith(("_exact_match", "_probe_error")) for k in finals)  # evaluators ran
   assert {k: summary[k] for k in finals} == {k: reference[k] for k in finals}
   assert_each_step_once(run_dir)
+  if template is TASKS_TRIAL:  # the routers' statistics are logged with every step
+    rows = metrics_lib.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+    assert all("moe_dropped" in r and "moe_load_balance" in r for r in rows if "loss" in r)
 
 
 def test_sigterm_saves_a_checkpoint_before_exit(tmp_path):

@@ -7,7 +7,7 @@ from analysis import laws
 
 ALL_LAWS = [laws.POWER, laws.PURE_POWER, laws.CHINCHILLA, laws.SATURATING,
             laws.bnsl(1), laws.bnsl(2), laws.SIGMOID, laws.DATA_CONSTRAINED,
-            laws.DATA_CONSTRAINED_FULL]
+            laws.DATA_CONSTRAINED_FULL, laws.ROUTED]
 
 
 @pytest.mark.parametrize("law", ALL_LAWS, ids=lambda law: f"{law.name}{law.n_params}")
@@ -58,6 +58,11 @@ def test_predict_matches_the_written_formulas():
   np.testing.assert_allclose(
       laws.BNSL.predict(bnsl, x),
       0.1 + 20.0 * x ** -0.2 * (1 + (x / 1e7) ** (1 / 0.3)) ** (-0.5 * 0.3))
+  n, e = np.array([1e7, 1e9]), np.array([1.0, 64.0])  # Clark et al.'s form; dense is E = 1
+  routed = {"a": -0.08, "b": -0.05, "c": 0.002, "d": 2.1}
+  np.testing.assert_allclose(
+      laws.ROUTED.predict(routed, {"params": n, "experts": e}),
+      np.exp(-0.08 * np.log(n) - 0.05 * np.log(e) + 0.002 * np.log(n) * np.log(e) + 2.1))
   n, d = np.array([4e8, 7e10]), np.array([8e9, 1.4e12])
   params = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
   np.testing.assert_allclose(

@@ -1,4 +1,5 @@
-"""One trial on meshes (8,1,1), (2,4,1), (1,2,4) and a single device: same losses, parameters sharded by the rules."""
+"""One trial on meshes (8,1,1), (2,4,1), (1,2,4) and a single device: same losses, parameters sharded by the rules.
+A mixture of experts on expert-parallel meshes (data 2 x expert 4, expert 4 x tensor 2) against one device."""
 import json
 import os
 import subprocess
@@ -36,8 +37,21 @@ def test_a_vit_on_image_batches_gives_the_single_device_loss_curve(runs):
   assert shardings["['blocks'][0]['mlp']['up']['kernel'].value"] == "P('fsdp', 'tensor')"
 
 
+def test_an_expert_parallel_mixture_of_experts_gives_the_single_device_loss_curve(runs):
+  reference = runs["moe_single"]
+  assert len(reference["losses"]) == 20 and max(reference["dropped"]) > 0  # the capacity drops tokens
+  for name in ("moe_data2_expert4", "moe_expert4_tensor2"):
+    np.testing.assert_allclose(runs[name]["losses"], reference["losses"], rtol=2e-5, atol=2e-5, err_msg=name)
+    np.testing.assert_allclose(runs[name]["dropped"], reference["dropped"], atol=1e-6, err_msg=name)
+    assert runs[name]["eval"] == pytest.approx(reference["eval"], abs=1e-4)
+  shardings = runs["moe_expert4_tensor2"]["shardings"]
+  assert shardings["['blocks'][0]['mlp']['up'].value"] == "P('expert', 'fsdp', 'tensor')"  # [expert, embed, mlp]
+  assert shardings["['blocks'][0]['mlp']['down'].value"] == "P('expert', 'tensor', 'fsdp')"
+  assert runs["moe_data2_expert4"]["mesh"] == {"data": 2, "fsdp": 1, "expert": 4, "tensor": 1}
+
+
 def test_parameters_are_sharded_as_the_rules_say(runs):
-  assert runs["data2_fsdp4"]["mesh"] == {"data": 2, "fsdp": 4, "tensor": 1}
+  assert runs["data2_fsdp4"]["mesh"] == {"data": 2, "fsdp": 4, "expert": 1, "tensor": 1}
   up = "['blocks'][0]['mlp']['up']['kernel'].value"
   down = "['blocks'][0]['mlp']['down']['kernel'].value"
   embedding = "['token_embedding']['embedding'].value"
@@ -47,13 +61,13 @@ def test_parameters_are_sharded_as_the_rules_say(runs):
   assert tp[embedding] == "P('tensor', 'fsdp')"  # vocab -> tensor
   assert tp["['blocks'][0]['mlp_norm']['scale'].value"] == "P(None,)"  # norms replicated
   # Pure data parallel: the same names, but fsdp and tensor have size 1, so every device holds it all.
-  assert runs["data8"]["mesh"] == {"data": 8, "fsdp": 1, "tensor": 1}
-  assert runs["single"]["mesh"] == {"data": 1, "fsdp": 1, "tensor": 1}
+  assert runs["data8"]["mesh"] == {"data": 8, "fsdp": 1, "expert": 1, "tensor": 1}
+  assert runs["single"]["mesh"] == {"data": 1, "fsdp": 1, "expert": 1, "tensor": 1}
 
 
 def test_mesh_shapes():
-  assert mesh_lib.mesh_shape({"data": -1, "fsdp": 2, "tensor": 1}, 8) == (4, 2, 1)
-  assert mesh_lib.mesh_shape({"data": 1, "fsdp": 1, "tensor": 1}, 8) == (1, 1, 1)
+  assert mesh_lib.mesh_shape({"data": -1, "fsdp": 2, "tensor": 1}, 8) == (4, 2, 1, 1)
+  assert mesh_lib.mesh_shape({"data": 1, "fsdp": 1, "tensor": 1}, 8) == (1, 1, 1, 1)
   with pytest.raises(mesh_lib.MeshError, match="needs 16 devices; 8 are available"):
     mesh_lib.mesh_shape({"data": 4, "fsdp": 4, "tensor": 1}, 8)
   with pytest.raises(mesh_lib.MeshError, match="not divisible"):
@@ -70,7 +84,7 @@ def test_a_trial_checkpointed_on_8_devices_resumes_on_4_and_on_1():
   for name, devices in (("to4", 4), ("to1", 1)):
     resumed = runs[name]
     assert resumed["status"] == "done" and resumed["resumed_from_step"] == 10
-    assert resumed["from"] == {"data": 4, "fsdp": 2, "tensor": 1}
-    assert resumed["mesh"] == {"data": devices, "fsdp": 1, "tensor": 1}
+    assert resumed["from"] == {"data": 4, "fsdp": 2, "expert": 1, "tensor": 1}
+    assert resumed["mesh"] == {"data": devices, "fsdp": 1, "expert": 1, "tensor": 1}
     assert len(resumed["losses"]) == 20  # each step logged once
     np.testing.assert_allclose(resumed["losses"], full, rtol=2e-5, atol=2e-5, err_msg=name)

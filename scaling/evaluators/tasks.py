@@ -60,7 +60,9 @@ def _score(graphdef, compute_dtype, prompt_len, answer_len, params, tokens):
   logprob, token_accuracy = answer_scores(model(inputs)[:, prompt_len - 1:], answers)
 
   def write_next(i, buffer):  # causal: positions past the prompt + i written tokens do not matter
-    next_token = jnp.argmax(model(buffer[:, :-1])[:, prompt_len - 1 + i], -1).astype(buffer.dtype)
+    # A model of its own inside the loop's trace: layers that sow (MoE routing stats) write to it.
+    logits = nnx.merge(graphdef, params)(buffer[:, :-1])
+    next_token = jnp.argmax(logits[:, prompt_len - 1 + i], -1).astype(buffer.dtype)
     return jax.lax.dynamic_update_slice_in_dim(buffer, next_token[:, None], prompt_len + i, axis=1)
 
   greedy = jax.lax.fori_loop(0, answer_len, write_next, tokens.at[:, prompt_len:].set(0))[:, prompt_len:]
