@@ -31,6 +31,22 @@ def applies(done: pd.DataFrame) -> bool:
   return EXPERTS in done and bool((pd.to_numeric(done[EXPERTS], errors="coerce") > 0).any())
 
 
+def groups(done: pd.DataFrame) -> dict:
+  """The finished trials by ladder: "dense" and one "E=<experts>" (",k=<top_k>" when not 1) per expert count."""
+  experts = pd.to_numeric(done[EXPERTS], errors="coerce").fillna(0).astype(int)
+  top_k = pd.to_numeric(done.get(TOP_K, pd.Series(1, index=done.index)), errors="coerce").fillna(1).astype(int)
+  labels = [_label(e, k) for e, k in zip(experts, top_k)]
+  return {label: done[[x == label for x in labels]] for label in sorted(set(labels), key=_order)}
+
+
+def _label(experts, top_k) -> str:
+  return "dense" if experts <= 0 else f"E={experts}" + (f",k={top_k}" if top_k != 1 else "")
+
+
+def _order(label):
+  return (0, 0, "") if label == "dense" else (1, int(label.split(",")[0][2:]), label)
+
+
 def table(done: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
   """One row per finished trial: E (1 for dense), k, N active non-embedding, totals, FLOPs, loss, routing stats."""
   experts = pd.to_numeric(done[EXPERTS], errors="coerce").fillna(0).astype(int)
@@ -75,7 +91,7 @@ def multipliers(rows: pd.DataFrame, unit: str, bootstrap: int) -> dict:
   dense = rows[~rows.routed]
   out = {}
   for (experts, top_k), ladder in rows[rows.routed].groupby(["experts", "top_k"], sort=True):
-    key = f"E={experts}" + (f",k={top_k}" if top_k != 1 else "")
+    key = _label(experts, top_k)
     try:
       a, b = _points(dense, "dense", unit), _points(ladder, key, unit)
       for side in (a, b):
@@ -103,6 +119,18 @@ def analyze(done: pd.DataFrame, steps: pd.DataFrame, bootstrap: int) -> tuple[di
              "multipliers": multipliers(rows, unit, bootstrap) if (~rows.routed).any() else {
                  "error": "no dense trial (experts 0) to compare against"}}
   return summary, {"rows": rows, "fit": fit}
+
+
+def console_lines(summary: dict) -> list:
+  law = summary["routed_law"]
+  lines = [f"routed law: not fitted: {law['error']}" if "error" in law else
+           "routed law: " + ", ".join(f"{n}={_ci(law['params'][n], law['ci'].get(n), '.4g')}"
+                                      for n in laws.ROUTED.param_names)]
+  for key, m in summary["multipliers"].items() if "error" not in summary["multipliers"] else ():
+    if "largest" in m:
+      lines.append(f"{key} over dense: compute multiplier {_ci(m['largest']['multiplier'], m['largest'].get('multiplier_ci'))}"
+                   f" at C = {m['largest']['x']:.3g}")
+  return lines
 
 
 def _ci(value, ci, spec=".3g"):

@@ -143,7 +143,9 @@ def analyze(directory, params_column="params_non_embedding", compute_column="flo
     raise LoadError(f"{directory}: no trial has finished ({', '.join(f'{n} {s}' for s, n in states.items())}); "
                     f"nothing to fit yet: `python -m sweeps status {directory}` shows each trial")
 
-  by_objective = objectives_lib.groups(done)
+  by_objective, group_by = objectives_lib.groups(done), "objective"
+  if len(by_objective) == 1 and moe_report.applies(done):  # dense and each expert count: ladders of their own
+    by_objective, group_by = moe_report.groups(done), "experts"
   if len(by_objective) > 1:
     labelled = {(name if name is not None else objectives_lib.UNNAMED): rows for name, rows in by_objective.items()}
     fitted = {label: fit_group(rows, steps, params_column, compute_column, bootstrap, out_dir,
@@ -166,7 +168,7 @@ def analyze(directory, params_column="params_non_embedding", compute_column="flo
                 "fits": _fits_json(one), "backtest": one["backtest"]}
   else:
     summary |= {
-        "group_by": "objective",
+        "group_by": group_by,
         "groups": {n: {"n_done": int(len(g["rows"])), "kind": objectives_lib.kind_of(g["rows"]),
                        "loss_unit": g["loss_unit"]} for n, g in fitted.items()},
         "entropy_floor": {n: g["entropy_floor"] for n, g in fitted.items()},
@@ -275,13 +277,15 @@ def _markdown(summary, done, excluded, fitted, params_column, spent) -> str:
   if None in fitted:
     lines += _group_lines(fitted[None], params_column)
   else:
-    lines += ["Objectives: " + ", ".join(
+    word = "Objective" if summary["group_by"] == "objective" else "Ladder"
+    lines += [f"{word}s: " + ", ".join(
         f"`{n}` ({g['n_done']} trials, {g['kind'] or 'kind unknown'}, loss in {g['loss_unit']})"
         for n, g in summary["groups"].items())
-        + ". Fits, backtests and loss plots are per objective: losses of different objectives are never fitted "
-          "together.", ""]
+        + (". Fits, backtests and loss plots are per objective: losses of different objectives are never fitted "
+           "together." if word == "Objective" else ". Fits, backtests and loss plots are per ladder (dense, and "
+           "each expert count); the routed law below fits them together."), ""]
     for name, group in fitted.items():
-      lines += [f"## Objective `{name}`", ""] + _group_lines(group, params_column, level="###") + [""]
+      lines += [f"## {word} `{name}`", ""] + _group_lines(group, params_column, level="###") + [""]
     lines.pop()
     files = [", ".join(f"`{stem}_{_slug(n)}.png`" for n in fitted for stem in ("loss_vs_compute", "loss_vs_params",
                                                                               "residuals"))]
@@ -374,6 +378,9 @@ def main(argv=None) -> int:
     print(emergence_report.console_line(summary["emergence"]))
   if "isoflop" in summary:
     print(isoflop_report.console_line(summary["isoflop"]))
+  if "moe" in summary:
+    for line in moe_report.console_lines(summary["moe"]):
+      print(line)
   for line in prediction_check.console_lines(summary["prediction_check"]) if "prediction_check" in summary else ():
     print(line)
   for c in summary.get("objectives", {}).get("comparisons", []):
