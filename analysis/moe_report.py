@@ -21,7 +21,7 @@ import pandas as pd
 from analysis import compare
 from analysis import fit as fit_lib
 from analysis import laws, objectives
-from analysis.fit_cli import UsageError, fit_json
+from analysis.fit_cli import UsageError, fit_json, json_number
 
 EXPERTS = "config.model.options.experts"
 TOP_K = "config.model.options.top_k"
@@ -114,8 +114,14 @@ def analyze(done: pd.DataFrame, steps: pd.DataFrame, bootstrap: int) -> tuple[di
   rows = table(done, steps)
   unit = objectives.unit_of(done)
   fit, error = fit_routed(rows, bootstrap)
+  law = {"error": error}
+  if fit is not None:  # d log L / d log E = b + c log N, at the trials' geometric-mean active size
+    n_mid = float(np.exp(np.mean(np.log(rows.params_active_non_embedding))))
+    value, lo, hi = fit.interval(lambda p: p["b"] + p["c"] * np.log(n_mid))
+    law = {**fit_json(fit), "experts_slope": {"at_params": n_mid, "value": json_number(value),
+                                              "ci": [json_number(lo), json_number(hi)]}}
   summary = {"trials": json.loads(rows.to_json(orient="records")),
-             "routed_law": fit_json(fit) if fit is not None else {"error": error},
+             "routed_law": law,
              "multipliers": multipliers(rows, unit, bootstrap) if (~rows.routed).any() else {
                  "error": "no dense trial (experts 0) to compare against"}}
   return summary, {"rows": rows, "fit": fit}
@@ -131,6 +137,23 @@ def console_lines(summary: dict) -> list:
       lines.append(f"{key} over dense: compute multiplier {_ci(m['largest']['multiplier'], m['largest'].get('multiplier_ci'))}"
                    f" at C = {m['largest']['x']:.3g}")
   return lines
+
+
+def _reading(law: dict) -> str:
+  """What the interval of d log L / d log E at the mid size says (b alone is the slope at N = 1)."""
+  slope = law["experts_slope"]
+  lo, hi = slope["ci"]
+  head = (f"d log L / d log E = b + c log N at N = {slope['at_params']:,.0f} (the trials' geometric mean): "
+          f"{_ci(slope['value'], slope['ci'])}")
+  if lo is None or hi is None:
+    return head + " (no bootstrap)."
+  verdict = ("more experts lower the loss at fixed active size" if hi < 0 else
+             "more experts raise the loss at fixed active size" if lo > 0 else "the data do not settle what experts buy")
+  shrink = law["ci"].get("c") or (None, None)
+  trend = ("; c > 0: the gain shrinks as N grows" if shrink[0] is not None and shrink[0] > 0 else
+           "; c < 0: the gain grows with N" if shrink[1] is not None and shrink[1] < 0 else
+           "; c spans 0: no change of the gain with N is resolved")
+  return f"{head}: {verdict}{trend}. (The law has no irreducible term: near a loss floor it flattens.)"
 
 
 def _ci(value, ci, spec=".3g"):
@@ -160,7 +183,7 @@ def markdown(summary: dict) -> list:
   else:
     lines.append("- " + ", ".join(f"{name} = {_ci(law['params'][name], law['ci'].get(name), '.4g')}"
                                   for name in laws.ROUTED.param_names) + f" ({law['n_points']} trials)")
-    lines.append("- b < 0: more experts lower the loss at fixed active size; c > 0: by less as N grows.")
+    lines.append("- " + _reading(law))
   lines += ["", "Effective compute multiplier over dense (k with L_MoE(C) = L_dense(k C), C training FLOPs "
             "of the active path; 95% paired-bootstrap intervals; analysis/compare.py):", ""]
   multipliers = summary["multipliers"]

@@ -2,8 +2,8 @@
 
 Kaplan et al. (2020) fit non-embedding parameters; Chinchilla (Hoffmann et al.
 2022) fits total parameters; a mixture of experts is compared at its active
-parameters (per token) and its total (Clark et al. 2022). The fitted exponents and tokens-per-parameter
-ratios move with the choice, so every trial records all of them.
+parameters, what one token uses (Clark et al. 2022). The fitted exponents and
+tokens-per-parameter ratios move with the choice, so every trial records all of them.
 """
 import jax
 import numpy as np

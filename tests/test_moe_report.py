@@ -13,6 +13,7 @@ from analysis import laws, moe_report
 from tests.conftest import ROOT, write
 
 TRUE = {"a": -0.12, "b": -0.06, "c": 0.002, "d": 1.9}
+SIZES = (1e4, 3e4, 1e5, 3e5, 1e6)  # active non-embedding parameters of each ladder's rungs
 
 
 def _ladders(noise=0.002, seed=0):
@@ -20,7 +21,7 @@ def _ladders(noise=0.002, seed=0):
   rng = np.random.default_rng(seed)
   rows, steps = [], []
   for experts in (0, 4, 8):
-    for size, n in enumerate((1e4, 3e4, 1e5, 3e5, 1e6), start=1):
+    for size, n in enumerate(SIZES, start=1):
       e = max(experts, 1)
       loss = float(laws.ROUTED.predict(TRUE, {"params": [n], "experts": [e]})[0]) * np.exp(rng.normal(0, noise))
       trial = f"t{experts}_{size}"
@@ -41,6 +42,10 @@ def test_the_routed_law_is_recovered_with_intervals_that_cover_it():
     lo, hi = law["ci"][name]
     assert lo <= value <= hi, (name, law["ci"][name])
   assert law["params"]["b"] < 0 and law["n_points"] == 15
+  slope = law["experts_slope"]  # b + c log N at the geometric-mean size: what one e-fold of experts buys there
+  n_mid = np.exp(np.mean(np.log(SIZES)))
+  assert slope["at_params"] == pytest.approx(n_mid)
+  assert slope["ci"][0] <= TRUE["b"] + TRUE["c"] * np.log(n_mid) <= slope["ci"][1] < 0
   assert drawn["fit"].law is laws.ROUTED
 
 
