@@ -225,6 +225,12 @@ def _cell(row, column, spec) -> str:
   return format(value, spec) if np.isfinite(value) else "-"
 
 
+def _percent(row, column) -> str:
+  """A fraction of the trials table as a percentage (MFU), or '-' (a CPU has no known peak)."""
+  cell = _cell(row, column, ".4f")
+  return cell if cell == "-" else f"{100 * float(cell):.1f}%"
+
+
 def _group_lines(group, params_column, level="##") -> list:
   """Trials table, fitted laws, floors and backtest of one objective's trials."""
   rows, fits, fit_errors, bt = group["rows"], group["fits"], group["fit_errors"], group["backtest"]
@@ -232,13 +238,14 @@ def _group_lines(group, params_column, level="##") -> list:
                 if objectives_lib.has_values(rows, c)]
   lines = [f"{level} Trials", "",
            "| trial | size | non-embedding params | total params | tokens | FLOPs | final eval loss | "
-           + "".join(f"{label} | " for _, label in downstream) + "tokens/s | wall s |",
-           "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(downstream) + "---:|---:|"]
+           + "".join(f"{label} | " for _, label in downstream) + "tokens/s | FLOP/s | MFU | wall s |",
+           "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(downstream) + "---:|---:|---:|---:|"]
   for _, r in rows.sort_values(params_column).iterrows():
     lines.append(f"| `{r.trial_id}` | {r.get('config.model.size', '')} | {_cell(r, 'params_non_embedding', ',.0f')} | "
                  f"{_cell(r, 'params_total', ',.0f')} | {_cell(r, 'tokens', ',.0f')} | {_cell(r, 'flops', '.3g')} | "
                  f"{_cell(r, 'final_eval_loss', '.4f')} | " + "".join(f"{_cell(r, c, '.4f')} | " for c, _ in downstream)
-                 + f"{_cell(r, 'tokens_per_second', ',.0f')} | {_cell(r, 'wall_seconds', '.1f')} |")
+                 + f"{_cell(r, 'tokens_per_second', ',.0f')} | {_cell(r, 'flops_per_second', '.3g')} | "
+                 f"{_percent(r, 'mfu')} | {_cell(r, 'wall_seconds', '.1f')} |")
   lines += ["", f"{level} Fitted laws: L = E + A * X^-alpha (final eval loss, 95% bootstrap intervals)", ""]
   for column, fit in fits.items():
     if fit is None:

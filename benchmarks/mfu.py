@@ -6,10 +6,11 @@ flops_per_step is *model* FLOPs (e.g. 6 * n_params * tokens + attention), not
 what the hardware executes: recomputation (rematerialisation, flash-attention
 backward) does not count, so MFU compares implementations fairly.
 
-Library use:
-  from benchmarks import mfu
-  peak = mfu.peak_flops_per_second()            # from jax.devices()[0]
-  util = mfu.mfu(flops_per_token * tokens_per_step, step_seconds, peak)
+Library use (the table and these functions live in scaling/throughput.py; every trial's
+summary.json records flops_per_second, peak_flops_per_second and mfu):
+  from scaling import throughput
+  peak = throughput.peak_flops_per_second()     # from jax.devices()[0]
+  util = throughput.mfu(flops_per_token * tokens_per_step, step_seconds, peak)
 
 CLI (peak looked up from the local device unless --peak_tflops is given):
   python -m benchmarks.mfu --step_seconds 0.42 --flops_per_token 1.1e9 \
@@ -19,57 +20,7 @@ CLI (peak looked up from the local device unless --peak_tflops is given):
 
 import argparse
 
-# Dense (no 2:4 sparsity) bf16 peak FLOP/s per device, from vendor spec sheets.
-# Keys are lower-case substrings of `jax.Device.device_kind`, most specific
-# first ("h100 pcie" before "h100").
-PEAK_BF16_FLOPS_PER_SECOND = (
-    ("h200", 989e12),
-    ("h100 pcie", 756e12),
-    ("h100 nvl", 835e12),
-    ("h100", 989e12),  # SXM, e.g. "NVIDIA H100 80GB HBM3"
-    ("a100", 312e12),
-    ("v100", 125e12),  # fp16 tensor cores (no bf16)
-    ("tpu v6 lite", 918e12),  # v6e (Trillium)
-    ("tpu v6e", 918e12),
-    ("tpu v5 lite", 197e12),  # v5e
-    ("tpu v5e", 197e12),
-    ("tpu v5p", 459e12),
-    ("tpu v5", 459e12),  # v5p reports "TPU v5"
-    ("tpu v4", 275e12),
-    ("tpu v3", 123e12),
-    ("tpu v2", 46e12),
-)
-
-
-def peak_flops_per_second(device_kind: str | None = None) -> float | None:
-  """Dense bf16 peak FLOP/s of one device, or None if unknown (e.g. CPU).
-
-  Args:
-    device_kind: a `jax.Device.device_kind`; defaults to jax.devices()[0]'s.
-  """
-  if device_kind is None:
-    import jax  # Deferred: the table is usable without initialising JAX.
-    device_kind = jax.devices()[0].device_kind
-  kind = device_kind.lower()
-  for key, peak in PEAK_BF16_FLOPS_PER_SECOND:
-    if key in kind:
-      return peak
-  return None
-
-
-def mfu(flops_per_step: float, step_seconds: float, peak: float) -> float:
-  """Model FLOPs utilisation in [0, 1].
-
-  Args:
-    flops_per_step: model FLOPs of one optimizer step (all devices).
-    step_seconds: wall time of one step, in seconds.
-    peak: peak FLOP/s of all devices the step ran on (per-device peak times
-      the device count).
-  """
-  if step_seconds <= 0 or peak <= 0:
-    raise ValueError(f"step_seconds={step_seconds} and peak={peak} must be "
-                     "positive.")
-  return flops_per_step / step_seconds / peak
+from scaling.throughput import PEAK_BF16_FLOPS_PER_SECOND, mfu, peak_flops_per_second  # noqa: F401
 
 
 def main(argv=None):

@@ -30,6 +30,7 @@ from scaling import logs
 from scaling import mesh as mesh_lib
 from scaling import metrics as metrics_lib
 from scaling import objectives
+from scaling import throughput
 from scaling import timeline as timeline_lib
 from scaling.data import Batches
 
@@ -607,6 +608,8 @@ def _train(config, run_dir, progress, runtime, previous_mesh, timeline, staged) 
       "compile_seconds": compile_seconds,
       "tokens_per_second": per_second(steady_steps * s.tokens_per_step),
       "examples_per_second": per_second(steady_steps * s.examples_per_step),
+      **throughput.summary_fields(per_second(steady_steps * s.examples_per_step * s.flops["flops_per_example"]),
+                                  jax.devices()[0].device_kind, jax.device_count()),
       "resumed_from_step": start_step or None,
       "goodput": goodput["goodput"],
       "time_seconds": {**goodput["seconds"], "total": goodput["total_seconds"]},

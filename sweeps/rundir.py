@@ -102,7 +102,7 @@ _NUMBER_FIELDS = (
     "params_active", "params_embedding", "flops_per_token", "flops_per_token_6n", "flops_per_example", "flops_per_example_6n",
     "tokens_per_example", "eval_examples", "entropy_floor", "eval_set_floor", "final_train_loss", "final_eval_loss",
     "final_eval_error", "final_probe_error", "wall_seconds", "compile_seconds", "tokens_per_second",
-    "examples_per_second")
+    "examples_per_second", "flops_per_second", "peak_flops_per_second", "mfu")
 _TEXT_FIELDS = ("reason", "objective", "objective_kind", "loss_unit", "trial_id", "params_sha256")
 
 

@@ -51,6 +51,9 @@ def test_run_directory_round_trip(finished_run):
     assert on_disk[key] is not None, key
   assert on_disk["status"] == "done" and on_disk["steps"] == 40 and on_disk["tokens"] == 40 * 8 * 16
   assert on_disk["flops"] == on_disk["flops_per_token"] * on_disk["tokens"]
+  # Achieved FLOP/s is the steady-state throughput in model FLOPs; a CPU has no known peak, so no MFU.
+  assert on_disk["flops_per_second"] == pytest.approx(on_disk["tokens_per_second"] * on_disk["flops_per_token"])
+  assert on_disk["peak_flops_per_second"] is None and on_disk["mfu"] is None
   rows = metrics_lib.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
   train_rows = [r for r in rows if "loss" in r]
   assert [r["step"] for r in train_rows] == list(range(1, 41))
