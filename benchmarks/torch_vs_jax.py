@@ -81,7 +81,7 @@ def torch_tokens_per_second(steps: int, threads: int, warmup: int = 20) -> float
       x = self.tokens(idx) + self.positions(torch.arange(idx.shape[1]))
       for block in self.blocks:
         x = block(x)
-      return F.cross_entropy(self.head(self.ln(x)).view(-1, len(chars)), targets.view(-1))
+      return F.cross_entropy(self.head(self.ln(x)).reshape(-1, len(chars)), targets.reshape(-1))
 
   model = GPT()
   optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
