@@ -31,10 +31,16 @@ def applies(done: pd.DataFrame) -> bool:
   return EXPERTS in done and bool((pd.to_numeric(done[EXPERTS], errors="coerce") > 0).any())
 
 
-def groups(done: pd.DataFrame) -> dict:
-  """The finished trials by ladder: "dense" and one "E=<experts>" (",k=<top_k>" when not 1) per expert count."""
+def _routing(done: pd.DataFrame) -> tuple:
+  """Each trial's experts (0: dense) and top_k (1 where unset), as int Series."""
   experts = pd.to_numeric(done[EXPERTS], errors="coerce").fillna(0).astype(int)
   top_k = pd.to_numeric(done.get(TOP_K, pd.Series(1, index=done.index)), errors="coerce").fillna(1).astype(int)
+  return experts, top_k
+
+
+def groups(done: pd.DataFrame) -> dict:
+  """The finished trials by ladder: "dense" and one "E=<experts>" (",k=<top_k>" when not 1) per expert count."""
+  experts, top_k = _routing(done)
   labels = [_label(e, k) for e, k in zip(experts, top_k)]
   return {label: done[[x == label for x in labels]] for label in sorted(set(labels), key=_order)}
 
@@ -49,8 +55,7 @@ def _order(label):
 
 def table(done: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
   """One row per finished trial: E (1 for dense), k, N active non-embedding, totals, FLOPs, loss, routing stats."""
-  experts = pd.to_numeric(done[EXPERTS], errors="coerce").fillna(0).astype(int)
-  top_k = pd.to_numeric(done.get(TOP_K, pd.Series(1, index=done.index)), errors="coerce").fillna(1).astype(int)
+  experts, top_k = _routing(done)
   active = pd.to_numeric(done.get("params_active", done.params_total), errors="coerce")
   rows = pd.DataFrame({
       "trial_id": done.trial_id, "size": done.get("config.model.size"),
