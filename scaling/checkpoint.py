@@ -49,6 +49,17 @@ class Checkpoints:
         raise CheckpointError(self._unusable(step, problem))
     return step
 
+  def saved_steps(self) -> frozenset:
+    """The steps this trial could resume from: every checkpoint's ({0} if none); CheckpointError if the latest
+    is damaged."""
+    return frozenset(self._manager.all_steps()) if self.latest_step() is not None else frozenset({0})
+
+  def drop_after(self, step: int) -> None:
+    """Deletes the checkpoints past `step`: a trial resumed from `step` redoes those steps and saves them again."""
+    for later in self._manager.all_steps():
+      if later > step:
+        self._manager.delete(later)
+
   def save(self, step: int, state: dict, wait: bool = False) -> None:
     self._saved.add(step)
     self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
@@ -82,6 +93,18 @@ class Checkpoints:
     resume = f"step {max(earlier)}" if earlier else "step 0"
     return (f"{os.path.join(self.directory, str(step))}: damaged checkpoint ({problem}); delete that directory and "
             f"run again with --retry-failed: the trial resumes from {resume}")
+
+
+def saved_steps(run_dir: str) -> frozenset:
+  """The steps a trial could resume from: those of its checkpoints, {0} without one; CheckpointError if the
+  latest is damaged."""
+  if not os.path.isdir(os.path.join(run_dir, "checkpoints")):
+    return frozenset({0})
+  checkpoints = Checkpoints(run_dir)
+  try:
+    return checkpoints.saved_steps()
+  finally:
+    checkpoints.close()
 
 
 def _step_problem(step_dir):

@@ -30,6 +30,7 @@ from scaling import logs
 from scaling import mesh as mesh_lib
 from scaling import metrics as metrics_lib
 from scaling import objectives
+from scaling import pack
 from scaling import throughput
 from scaling import timeline as timeline_lib
 from scaling.data import Batches
@@ -84,6 +85,9 @@ def lr_schedule(opt_cfg: dict, steps: int):
   """Linear warmup, then cosine decay to min_lr_ratio * lr over the rest (`cosine`), or held at lr until
   the last decay_fraction of the steps and decayed linearly to min_lr_ratio * lr there (`wsd`:
   warmup-stable-decay, Hu et al. 2024, MiniCPM)."""
+  if not isinstance(opt_cfg["lr"], (int, float)):  # Traced (packed trials): lr times the schedule of peak 1.
+    unit = lr_schedule({**opt_cfg, "lr": 1.0}, steps)
+    return lambda step: opt_cfg["lr"] * unit(step)
   warmup = min(opt_cfg["warmup_steps"], max(steps - 1, 0))
   peak, end = opt_cfg["lr"], opt_cfg["lr"] * opt_cfg["min_lr_ratio"]
   if opt_cfg.get("schedule", "cosine") == "cosine":
@@ -95,14 +99,16 @@ def lr_schedule(opt_cfg: dict, steps: int):
        optax.linear_schedule(peak, end, max(steps - decay_start, 1))], [warmup, decay_start])
 
 
-def make_optimizer(opt_cfg: dict, steps: int):
-  """(AdamW with the lr schedule (`lr_schedule`) and optional clipping, its lr schedule)."""
+def make_optimizer(opt_cfg: dict, steps: int, clips: bool | None = None):
+  """(AdamW with the lr schedule (`lr_schedule`) and optional clipping, its lr schedule).
+
+  The scalars may be traced (packed trials); then `clips` says whether grad_clip is on."""
   schedule = lr_schedule(opt_cfg, steps)
   # Decay matrices only; norm scales are not weights to shrink.
   decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
   adamw = optax.adamw(schedule, b1=opt_cfg["b1"], b2=opt_cfg["b2"], eps=opt_cfg["eps"],
                       weight_decay=opt_cfg["weight_decay"], mask=decay_mask)
-  if opt_cfg["grad_clip"] > 0:
+  if opt_cfg["grad_clip"] > 0 if clips is None else clips:
     return optax.chain(optax.clip_by_global_norm(opt_cfg["grad_clip"]), adamw), schedule
   return adamw, schedule
 
@@ -113,8 +119,13 @@ def example_keys(seed: int, step, batch_size: int):
   A pure function of (seed, step, row), so resume is exact, and splitting the batch into
   microbatches or over devices does not change any example's draw.
   """
-  step_key = jax.random.fold_in(jax.random.key(seed % 2**32), step)
+  step_key = jax.random.fold_in(seed_key(seed), step)
   return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(step_key, jnp.arange(batch_size))
+
+
+def seed_key(seed):
+  """The PRNG key of a trial's seed: a Python int, or a traced uint32 (packed trials), the same key."""
+  return jax.random.key(seed % 2**32 if isinstance(seed, int) else seed)
 
 
 def params_sha256(params) -> str:
@@ -194,9 +205,13 @@ def default_runtime() -> dict:
   return RuntimeSpec().model_dump()
 
 
-def make_train_step(graphdef, objective, objective_options, optimizer, schedule, train_cfg, seed):
-  """The pure step (params, opt_state, batch, step) -> (params, opt_state, metrics) for any objective,
-  and the eval function (params, batch, eval batch index) -> (loss, metrics)."""
+def make_train_step(graphdef, objective, objective_options, opt_cfg, steps, train_cfg):
+  """The pure step (params, opt_state, batch, step, hyperparameters) -> (params, opt_state, metrics) for
+  any objective, and the eval function (params, batch, eval batch index) -> (loss, metrics).
+
+  hyperparameters (scaling/pack.hyperparameters): the seed, AdamW's scalars and the fault steps; Python
+  values (one trial) or traced ones (a packed trial under vmap). `opt_cfg` gives the rest of the optimizer.
+  """
   compute_dtype = jnp.dtype(train_cfg["compute_dtype"])
   microbatches = train_cfg["microbatches"]
 
@@ -229,16 +244,18 @@ def make_train_step(graphdef, objective, objective_options, optimizer, schedule,
     return (loss / microbatches, jax.tree.map(lambda m: m / microbatches, metrics)), jax.tree.map(
         lambda g: g / microbatches, grads)
 
-  def train_step(params, opt_state, batch, step):
+  def train_step(params, opt_state, batch, step, hp):
+    seed = hp["seed"]
+    optimizer, schedule = make_optimizer({**opt_cfg, **hp["optimizer"]}, steps, clips=opt_cfg["grad_clip"] > 0)
     batch_size = jax.tree.leaves(batch)[0].shape[0]
     (loss, metrics), grads = loss_and_grads(params, batch, example_keys(seed, step, batch_size))
-    if train_cfg["inject_nan_at_step"] is not None:  # Fault injection for tests of divergence handling.
-      poison = jnp.where(step + 1 == train_cfg["inject_nan_at_step"], jnp.nan, 1.0)
+    if hp["inject_nan_at_step"] is not None:  # Fault injection for tests of divergence handling.
+      poison = jnp.where(step + 1 == hp["inject_nan_at_step"], jnp.nan, 1.0)
       loss, grads = loss * poison, jax.tree.map(lambda g: g * poison, grads)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
-    if train_cfg["inject_corruption_at_step"] is not None:  # Fault injection for tests of live health.
-      params = _corrupt(params, step + 1 == train_cfg["inject_corruption_at_step"], seed)
+    if hp["inject_corruption_at_step"] is not None:  # Fault injection for tests of live health.
+      params = _corrupt(params, step + 1 == hp["inject_corruption_at_step"], seed)
     return params, opt_state, {"loss": objective_part(loss, metrics), "grad_norm": optax.tree.norm(grads),
                                "lr": schedule(step), **metrics}
 
@@ -258,7 +275,7 @@ def objective_part(loss, metrics):
 def _corrupt(params, hit, seed):
   """params plus, where `hit`, Gaussian noise as large as each leaf's spread: a silent data corruption."""
   leaves, treedef = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.fold_in(jax.random.key(seed % 2**32), _EVAL_SEED + 1), len(leaves))
+  keys = jax.random.split(jax.random.fold_in(seed_key(seed), _EVAL_SEED + 1), len(leaves))
   noisy = [p + jnp.where(hit, jnp.std(p) + 1e-3, 0.0) * jax.random.normal(k, p.shape, p.dtype)
            for p, k in zip(leaves, keys)]
   return jax.tree.unflatten(treedef, noisy)
@@ -310,214 +327,325 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
   on the bucket, and the other files are pushed there before each save, so that the
   bucket's metrics never lag its latest checkpoint.
   """
+  return train_pack([config], [run_dir], progress, runtime, staged)[0]
+
+
+def train_pack(configs: list, run_dirs: list, progress: bool = True, runtime: dict | None = None,
+               staged=None) -> list:
+  """Runs (or resumes) trials that differ only in hyperparameters (scaling/pack.py) as one program; returns
+  their summaries. One trial is the ordinary case: the same loop, nothing stacked."""
   entered = time.time()
-  previous_mesh = _previous_mesh(run_dir)  # Read before this attempt's summary replaces it.
-  os.makedirs(run_dir, exist_ok=True)
-  timeline = timeline_lib.Timeline(run_dir, timeline_lib.attempt_origin(entered), enabled=distributed.is_writer())
-  if timeline.damaged:
-    logs.warning(f"{timeline.path}: damaged; kept beside it as timeline.json.damaged-*, goodput counts from this "
-                 f"attempt")
+  if len(configs) > 1 and (staged is not None or jax.process_count() > 1):
+    raise ValueError("packed trials run in one process with local run directories")
+  members = []
+  for config, run_dir in zip(configs, run_dirs):
+    previous_mesh = _previous_mesh(run_dir)  # Read before this attempt's summary replaces it.
+    os.makedirs(run_dir, exist_ok=True)
+    timeline = timeline_lib.Timeline(run_dir, timeline_lib.attempt_origin(entered), enabled=distributed.is_writer())
+    if timeline.damaged:
+      logs.warning(f"{timeline.path}: damaged; kept beside it as timeline.json.damaged-*, goodput counts from this "
+                   f"attempt")
+    members.append(_Member(config, run_dir, timeline, previous_mesh))
   try:
-    return _train(config, run_dir, progress, {**default_runtime(), **(runtime or {})}, previous_mesh, timeline,
-                  staged)
-  except DoesNotFit:
-    timeline.write("failed")
-    raise
-  except (Interrupted, KeyboardInterrupt):
-    timeline.write("interrupted")
-    raise
-  except BaseException:
-    timeline.write("crashed")
+    return _train(members, progress, {**default_runtime(), **(runtime or {})}, staged)
+  except BaseException as e:
+    outcome = ("failed" if isinstance(e, DoesNotFit) else
+               "interrupted" if isinstance(e, (Interrupted, KeyboardInterrupt)) else "crashed")
+    for m in members:
+      if m.timeline.record["outcome"] == "running":  # A trial of the pack that ended before stays as it ended.
+        m.timeline.write(outcome)
     raise
 
 
-def _train(config, run_dir, progress, runtime, previous_mesh, timeline, staged) -> dict:
+class _Member:
+  """One trial of a pack (a single trial is a pack of one): its config, run directory and what it has logged."""
+
+  def __init__(self, config, run_dir, timeline, previous_mesh):
+    self.config, self.run_dir, self.timeline, self.previous_mesh = config, run_dir, timeline, previous_mesh
+    self.trial_id = os.path.basename(os.path.normpath(run_dir))
+    self.summary_path = os.path.join(run_dir, "summary.json")
+    self.metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    self.status, self.reason, self.last_eval, self.summary = "running", None, None, None
+
+  def write_summary(self, summary):
+    if distributed.is_writer():
+      metrics_lib.write_json_atomic(self.summary_path, summary)
+
+
+def _train(members, progress, runtime, staged) -> list:
   wall_start = time.time()
   writer_process = distributed.is_writer()  # Only process 0 writes files other than checkpoints.
-  if writer_process:
-    metrics_lib.write_json_atomic(os.path.join(run_dir, "config.json"), config)
+  size = len(members)
+  for m in members:
+    if writer_process:
+      metrics_lib.write_json_atomic(os.path.join(m.run_dir, "config.json"), m.config)
+    m.s = setup(m.config)
+  first = members[0]
+  s, config = first.s, first.config  # What the trials of a pack share: shapes, steps, data, objective.
   train_cfg = config["train"]
-  s = setup(config)
   objective_options = {k: v for k, v in train_cfg["objective"].items() if k != "name"}
-  optimizer, schedule = make_optimizer(config["optimizer"], s.steps)
+  optimizer, _ = make_optimizer(config["optimizer"], s.steps)  # Its state's structure; the step builds its own.
   mesh = mesh_lib.make_mesh(runtime["mesh"])
 
-  problem = _host_memory_problem(s.data.shapes(), train_cfg["eval_batches"])
+  problem = _host_memory_problem({k: ((shape[0] * size, *shape[1:]), dtype) for k, (shape, dtype)
+                                  in s.data.shapes().items()}, train_cfg["eval_batches"])
 
   # What is known before the first step; the summary says "running" until the end.
-  static = {
-      "trial_id": os.path.basename(os.path.normpath(run_dir)),
-      "objective": s.objective.name,
-      "objective_kind": s.objective.kind,
-      "loss_unit": s.objective.loss_unit,
-      **s.counts,
-      **s.flops,
-      "steps_planned": s.steps,
-      "examples_planned": s.steps * s.examples_per_step,
-      "tokens_planned": s.steps * s.tokens_per_step,
-      "entropy_floor": s.data.entropy_floor,
-      "arch": dataclasses.asdict(s.arch),
-      "data": s.data.info,
-      "device": f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind} x{jax.device_count()}",
-      "mesh": mesh_lib.describe(mesh),
-      "processes": jax.process_count(),
-  }
-  summary_path = os.path.join(run_dir, "summary.json")
+  for m in members:
+    m.static = {
+        "trial_id": m.trial_id,
+        "objective": s.objective.name,
+        "objective_kind": s.objective.kind,
+        "loss_unit": s.objective.loss_unit,
+        **m.s.counts,
+        **m.s.flops,
+        "steps_planned": s.steps,
+        "examples_planned": s.steps * s.examples_per_step,
+        "tokens_planned": s.steps * s.tokens_per_step,
+        "entropy_floor": s.data.entropy_floor,
+        "arch": dataclasses.asdict(s.arch),
+        "data": m.s.data.info,
+        "device": f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind} x{jax.device_count()}",
+        "mesh": mesh_lib.describe(mesh),
+        "processes": jax.process_count(),
+        **({"packed_with": [o.trial_id for o in members if o is not m]} if size > 1 else {}),
+    }
 
-  def write_summary(summary):
-    if writer_process:
-      metrics_lib.write_json_atomic(summary_path, summary)
+  def write_summaries(**fields):
+    for m in members:
+      m.write_summary({**fields, **m.static})
 
-  def refuse(reason, static):
-    write_summary({"status": "failed", "reason": reason, **static})
+  def refuse(reason):
+    write_summaries(status="failed", reason=reason)
     raise DoesNotFit(reason)
 
-  write_summary({"status": "running", **static})
+  write_summaries(status="running")
   if problem:
-    refuse(f"{problem}; lower train.batch_size or train.eval_batches (train.microbatches keeps the batch size)",
-           static)
+    refuse(f"{problem}; lower train.batch_size or train.eval_batches (train.microbatches keeps the batch size)")
 
   # ---- Shard & functional state ----
-  graphdef, params = nnx.split(s.model)
-  param_sharding = mesh_lib.param_shardings(params, mesh)
-  params = jax.device_put(params, param_sharding)
-  static["param_shardings"] = {path: str(spec) for path, spec in mesh_lib.leaf_specs(params)}
+  graphdef, one_params = nnx.split(s.model)
+  param_sharding = mesh_lib.param_shardings(one_params, mesh)
   replicated = mesh_lib.replicated(mesh)
+  placed = [jax.device_put(nnx.split(m.s.model)[1], param_sharding) for m in members]
+  for m in members:
+    m.static["param_shardings"] = {path: str(spec) for path, spec in mesh_lib.leaf_specs(placed[0])}
   # optax's init does not propagate shardings (zeros_like); state follows its parameter.
   opt_sharding = optax.tree_map_params(optimizer, lambda _, sharding: sharding,
-                                       jax.eval_shape(optimizer.init, params), param_sharding,
+                                       jax.eval_shape(optimizer.init, placed[0]), param_sharding,
                                        transform_non_params=lambda _: replicated)
-  opt_state = jax.jit(optimizer.init, out_shardings=opt_sharding)(params)
-  placement = Placement(mesh, s.data.shapes())
-  batch_sharding = placement.sharding
+  init_opt = jax.jit(optimizer.init, out_shardings=opt_sharding)
+  stacked_param_sharding = pack.stacked_shardings(param_sharding, size)
+  stacked_opt_sharding = pack.stacked_shardings(opt_sharding, size)
+  params = pack.stack(placed, stacked_param_sharding)
+  opt_state = pack.stack([init_opt(p) for p in placed], stacked_opt_sharding)
+  del placed
+  placement = Placement(mesh, s.data.shapes())  # One trial's batch: eval sets, evaluators (trials share them).
+  batch_sharding = pack.stacked_shardings(placement.sharding, size)
 
-  train_step, eval_fn = make_train_step(graphdef, s.objective, objective_options, optimizer, schedule, train_cfg,
-                                        config["seed"])
+  trial_step, eval_fn = make_train_step(graphdef, s.objective, objective_options, config["optimizer"], s.steps,
+                                        train_cfg)
+  hp = pack.hyperparameters([m.config for m in members])
+  if size == 1:  # One trial's hyperparameters are compiled in; a pack maps the step over its trials.
+    step_fn, hp_args = lambda p, o, b, i: trial_step(p, o, b, i, hp), ()
+  else:
+    step_fn, hp_args = jax.vmap(trial_step, in_axes=(0, 0, 0, None, 0)), (hp,)
   on_cpu = jax.devices()[0].platform == "cpu"
-  train_step = jax.jit(train_step, in_shardings=(param_sharding, opt_sharding, batch_sharding, replicated),
-                       out_shardings=(param_sharding, opt_sharding, replicated),
+  train_step = jax.jit(step_fn, in_shardings=(stacked_param_sharding, stacked_opt_sharding, batch_sharding,
+                                              replicated) + (replicated,) * len(hp_args),
+                       out_shardings=(stacked_param_sharding, stacked_opt_sharding, replicated),
                        donate_argnums=() if on_cpu else (0, 1))
 
   # ---- Ahead-of-time compile: memory per device, before any step runs ----
   compile_start = time.time()
-  timeline.add("startup", compile_start - timeline.record["start"])
-  train_step = train_step.lower(params, opt_state, placement.abstract(), np.int32(0)).compile()
-  timeline.add("compile", time.time() - compile_start)
+  for m in members:
+    m.timeline.add("startup", compile_start - m.timeline.record["start"])
+  abstract_batch = {k: jax.ShapeDtypeStruct(((size,) if size > 1 else ()) + tuple(shape), dtype,
+                                            sharding=batch_sharding) for k, (shape, dtype) in s.data.shapes().items()}
+  train_step = train_step.lower(params, opt_state, abstract_batch, np.int32(0), *hp_args).compile()
+  timelines = _Timelines(members)
+  timelines.add("compile", time.time() - compile_start)
   memory = _memory_per_device(train_step)
-  static["memory_per_device_bytes"] = memory
+  for m in members:
+    m.static["memory_per_device_bytes"] = memory
   limit = _memory_limit(runtime["memory_limit_gib"])
   if memory is not None and limit is not None and memory > limit:
-    reason = (f"needs {memory / 2**30:.3f} GiB per device (parameters, optimizer state, activations) but a device "
-              f"has {limit / 2**30:.3f} GiB; shard more (runtime.mesh fsdp/tensor), use train.microbatches, "
-              f"or lower train.batch_size")
-    refuse(reason, static)
+    refuse(f"needs {memory / 2**30:.3f} GiB per device (parameters, optimizer state, activations"
+           + (f", {size} packed trials" if size > 1 else "")
+           + f") but a device has {limit / 2**30:.3f} GiB; shard more (runtime.mesh fsdp/tensor), use "
+           f"train.microbatches, or lower train.batch_size" + (" or runtime.pack_max_trials" if size > 1 else ""))
   # The eval set is drawn once the step is known to fit: a batch far beyond memory never gets sampled.
   try:
-    eval_sets = s.data.eval(train_cfg["eval_batches"])
+    eval_sets = s.data.eval(train_cfg["eval_batches"])  # the same for every seed
   except MemoryError:
-    refuse("drawing the eval set ran out of host memory; lower train.batch_size or train.eval_batches", static)
-  static["eval_set_floor"] = s.data.eval_set_floor(eval_sets)
-  static["eval_examples"] = len(eval_sets) * s.examples_per_step
-  write_summary({"status": "running", **static})
-  timeline.write(force=True)
+    refuse("drawing the eval set ran out of host memory; lower train.batch_size or train.eval_batches")
+  for m in members:
+    m.static["eval_set_floor"] = s.data.eval_set_floor(eval_sets)
+    m.static["eval_examples"] = len(eval_sets) * s.examples_per_step
+  write_summaries(status="running")
+  timelines.write(force=True)
 
   # ---- Evaluation: the objective on the fixed held-out set, then the evaluators ----
-  eval_step = jax.jit(eval_fn, in_shardings=(param_sharding, batch_sharding, replicated),
-                      out_shardings=replicated)
+  eval_step = jax.jit(eval_fn if size == 1 else jax.vmap(eval_fn, in_axes=(0, None, None)),
+                      in_shardings=(stacked_param_sharding, placement.sharding, replicated), out_shardings=replicated)
   eval_batches = [placement.place_batch(batch) for batch in eval_sets]
 
-  def evaluate(params) -> dict:
-    outputs = [eval_step(params, batch, np.int32(i)) for i, batch in enumerate(eval_batches)]
-    row = {"eval_loss": float(np.mean([loss for loss, _ in outputs]))}
-    for name in outputs[0][1]:
-      row[f"eval_{name}"] = float(np.mean([metrics[name] for _, metrics in outputs]))
-    return row
+  def evaluate(params) -> list:
+    """Each trial's eval row (the objective's loss and metrics, averaged over the eval set)."""
+    outputs = jax.device_get([eval_step(params, batch, np.int32(i)) for i, batch in enumerate(eval_batches)])
+    rows = []
+    for t in range(size):
+      pick = (lambda x: x) if size == 1 else (lambda x: x[t])
+      row = {"eval_loss": float(np.mean([pick(loss) for loss, _ in outputs]))}
+      for name in outputs[0][1]:
+        row[f"eval_{name}"] = float(np.mean([pick(metrics[name]) for _, metrics in outputs]))
+      rows.append(row)
+    return rows
 
-  evaluators = evaluators_lib.build_all(evaluators_lib.Context(
-      config=config, data=s.data, objective=s.objective, graphdef=graphdef, placement=placement,
-      eval_sets=eval_sets, param_sharding=param_sharding))
+  for m in members:
+    m.evaluators = evaluators_lib.build_all(evaluators_lib.Context(
+        config=m.config, data=m.s.data, objective=s.objective, graphdef=graphdef, placement=placement,
+        eval_sets=eval_sets, param_sharding=param_sharding))
 
   # ---- Resume ----
-  checkpoints = checkpoint_lib.Checkpoints(run_dir, keep=runtime["keep_checkpoints"],
-                                           directory=staged.checkpoint_dir if staged else None)
-  metrics_path = os.path.join(run_dir, "metrics.jsonl")
-  start_step = 0
+  def state_of(t):
+    """Trial t's train state (unstacked): what its checkpoints hold."""
+    return {"params": pack.member(params, t, size), "opt_state": pack.member(opt_state, t, size)}
+
   restore_start = time.time()
-  latest = checkpoints.latest_step()
-  if latest is not None:
-    state = checkpoints.restore(latest, {"params": params, "opt_state": opt_state})
-    params, opt_state, start_step = state["params"], state["opt_state"], latest
-    if previous_mesh is not None and previous_mesh != static["mesh"]:  # orbax restored onto the new shardings
-      static["resumed_from_mesh"] = previous_mesh
-  if writer_process:  # Steps past the checkpoint are redone; damaged lines are kept in a copy, and said.
-    damaged = metrics_lib.truncate_metrics(metrics_path, start_step)
-    if damaged:
-      static["metrics_damaged_lines"] = damaged
-      logs.warning(f"{metrics_path}: {damaged} damaged line(s) skipped; the original is kept beside it as "
-                   f"metrics.jsonl.damaged-*")
-  timeline.started_at(start_step)
-  timeline.add("restore", time.time() - restore_start)
-  writer = metrics_lib.MetricsWriter(run_dir, tensorboard=runtime["tensorboard"], enabled=writer_process)
+  for m in members:
+    m.checkpoints = checkpoint_lib.Checkpoints(m.run_dir, keep=runtime["keep_checkpoints"],
+                                               directory=staged.checkpoint_dir if staged else None)
+  # The latest step every trial of the pack has a checkpoint at (one trial: its latest). A kill can land
+  # between the trials' saves; the trials ahead drop their later checkpoints and redo those steps exactly.
+  common = frozenset.intersection(*[m.checkpoints.saved_steps() for m in members])
+  if not common:
+    raise ValueError(f"packed trials {[m.trial_id for m in members]} have no checkpoint step in common; "
+                     f"sweeps pack trials by the steps they can resume from")
+  start_step = max(common)
+  restored = []
+  for m in members:
+    m.start_step = start_step
+    if start_step:
+      m.checkpoints.drop_after(start_step)
+      restored.append(m.checkpoints.restore(start_step, state_of(0)))
+      if m.previous_mesh is not None and m.previous_mesh != m.static["mesh"]:  # orbax restored onto the new shardings
+        m.static["resumed_from_mesh"] = m.previous_mesh
+  if restored:
+    params = pack.stack([r["params"] for r in restored], stacked_param_sharding)
+    opt_state = pack.stack([r["opt_state"] for r in restored], stacked_opt_sharding)
+    del restored
+  for m in members:
+    if writer_process:  # Steps past the checkpoint are redone; damaged lines are kept in a copy, and said.
+      damaged = metrics_lib.truncate_metrics(m.metrics_path, start_step)
+      if damaged:
+        m.static["metrics_damaged_lines"] = damaged
+        logs.warning(f"{m.metrics_path}: {damaged} damaged line(s) skipped; the original is kept beside it as "
+                     f"metrics.jsonl.damaged-*")
+    m.timeline.started_at(start_step)
+    m.writer = metrics_lib.MetricsWriter(m.run_dir, tensorboard=runtime["tensorboard"], enabled=writer_process)
+    # Losses logged before a resume count towards final_train_loss and spike detection. Only rows up
+    # to the checkpoint: other hosts may read before or after process 0 truncates the file.
+    m.recent_losses = [r["loss"] for r in metrics_lib.read_metrics(m.metrics_path)
+                       if "loss" in r and r["step"] <= start_step][-20:]
+  timelines.add("restore", time.time() - restore_start)
   # Collectives on a multi-device CPU client deadlock if many steps are in flight: sync every step.
   sync_every_step = on_cpu and mesh.size > 1
 
   # ---- Train loop ----
-  bar = _progress_bar(progress, s.steps, start_step, config)
-  pending, last_eval = [], None
-  # Losses logged before a resume count towards final_train_loss and spike detection. Only rows up
-  # to the checkpoint: other hosts may read before or after process 0 truncates the file.
-  recent_losses = [r["loss"] for r in metrics_lib.read_metrics(metrics_path)
-                   if "loss" in r and r["step"] <= start_step][-20:]
+  bar = _progress_bar(progress, s.steps, start_step, config, size)
+  pending = []
   compile_seconds = first_step_seconds = None
   steady_first_step = start_step
   last_checkpoint_time = time.time()
-  status, reason = "done", None
   # Where the curve is checked against its forecast (train.stop_when_off_forecast): every tenth of the run.
   # Checked at the first flush at or past each tenth (flushes come every flush_every steps, not on the tenths).
   health_check_every = max(s.steps // 10, 1) if train_cfg["stop_when_off_forecast"] else 0
   next_health_check = (start_step // health_check_every + 1) * health_check_every if health_check_every else None
+  running = lambda: [m for m in members if m.status == "running"]
 
   def progress_so_far(step):
     return {"step": step, "examples": step * s.examples_per_step, "tokens": step * s.tokens_per_step}
 
   def flush():
-    """Writes the pending rows; returns them and why they show divergence (None if they do not)."""
+    """Writes the pending rows of the running trials; a trial whose rows show divergence stops there."""
     nonlocal pending
-    rows, earlier = jax.device_get(pending), recent_losses[-20:]  # all _divergence reads of the history
-    pending = []
-    for row in rows:
-      row.update({k: float(v) for k, v in row.pop("device").items()})
-      recent_losses.append(row["loss"])
-    writer.write(rows)
-    return rows, _divergence(rows, earlier, train_cfg["max_loss_spike"])
+    fetched, pending = jax.device_get(pending), []
+    for t, m in enumerate(members):
+      if m.status != "running":
+        continue
+      rows, earlier = [], m.recent_losses[-20:]  # all _divergence reads of the history
+      for row in fetched:
+        rows.append({**row["progress"], **{k: float(v if size == 1 else v[t]) for k, v in row["device"].items()}})
+        m.recent_losses.append(rows[-1]["loss"])
+      m.writer.write(rows)
+      m.last_rows = rows
+      reason = _divergence(rows, earlier, train_cfg["max_loss_spike"])
+      if reason:
+        stop(m, "diverged", reason, rows[-1]["step"])
+    return fetched
 
-  def eval_row(step, final=False):
-    row = {**progress_so_far(step), **evaluate(params)}
-    for evaluator in evaluators:
-      if final or evaluator.due(step):
-        row.update(evaluator.run(params))
-    return row
+  def stop(m, status, reason, at_step):
+    m.status, m.reason, m.end_step = status, reason, at_step
+    m.timeline.add("steps", time.time() - steps_clock)
+    m.timeline.reached(at_step)
+    finish(m, at_step)
+
+  def eval_rows(step, final=False, of=None):
+    """Each running trial's eval row (or only trial `of`'s) with its evaluators' metrics that are due."""
+    rows = evaluate(params)
+    for t, m in enumerate(members):
+      rows[t] = {**progress_so_far(step), **rows[t]}
+      for evaluator in m.evaluators if m is of or (of is None and m.status == "running") else ():
+        if final or evaluator.due(step):
+          rows[t].update(evaluator.run(pack.member(params, t, size)))
+    return rows
 
   def save(step, wait=False):
-    with timed("checkpoint"):
+    with _Timed(timelines, "checkpoint"):
       if staged is not None:
         staged.sync()
-      checkpoints.save(step, {"params": params, "opt_state": opt_state}, wait=wait)
-    timeline.saved()
+      for t, m in enumerate(members):
+        if m.status == "running":
+          m.checkpoints.save(step, state_of(t), wait=wait)
+    timelines.saved()
 
-  def timed(category):
-    return _Timed(timeline, category)
+  def finish(m, step):
+    """Closes a trial that stopped (diverged, flagged) or ended: final eval if done, last save, summary."""
+    t = members.index(m)
+    if m.status == "running":
+      m.status = "done"
+    if m.status == "done" and m.last_eval is None:  # Resumed from a checkpoint at the last step.
+      with _Timed(m.timeline, "eval"):
+        m.last_eval = eval_rows(step, final=True, of=m)[t]
+      if not any(r.get("eval_loss") is not None and r["step"] == step for r in metrics_lib.read_metrics(m.metrics_path)):
+        m.writer.write([m.last_eval])
+    if m.status in ("done", "flagged") and m.checkpoints.latest_step() != step:  # a flagged trial may be resumed
+      with _Timed(m.timeline, "checkpoint"):
+        m.checkpoints.save(step, state_of(t))
+      m.timeline.saved()
+    with _Timed(m.timeline, "checkpoint"):  # Waits for the asynchronous writes still in flight.
+      m.checkpoints.close()
+    m.writer.close()
+    m.timeline.write(m.status)
+    m.summary = _summary(m, step, state_of(t)["params"], steady_first_step, first_step_seconds, compile_seconds,
+                         wall_start)
+    m.write_summary(m.summary)
 
   with _Preemption() as preemption:
     step = start_step
     steps_clock = loop_start = time.time()  # Step time: the loop's, less eval and checkpoint saves.
-    while step < s.steps:
-      batch = placement.place(lambda rows: s.data.train(step, rows))
-      params, opt_state, step_metrics = train_step(params, opt_state, batch, np.int32(step))
+    while step < s.steps and running():
+      if size == 1:
+        batch = placement.place(lambda rows: s.data.train(step, rows))
+      else:  # Each trial draws its own batch (its seed's data order).
+        draws = [m.s.data.train(step, None) for m in members]
+        batch = jax.device_put({k: np.stack([d[k] for d in draws]) for k in draws[0]}, batch_sharding)
+      params, opt_state, step_metrics = train_step(params, opt_state, batch, np.int32(step), *hp_args)
       step += 1
       if sync_every_step:
         jax.block_until_ready(step_metrics["loss"])
-      pending.append({**progress_so_far(step), "device": step_metrics})
+      pending.append({"progress": progress_so_far(step), "device": step_metrics})
       is_last = step == s.steps
       if first_step_seconds is None:  # Throughput is timed from the end of the first step.
         jax.block_until_ready(step_metrics)
@@ -525,74 +653,88 @@ def _train(config, run_dir, progress, runtime, previous_mesh, timeline, staged) 
         compile_seconds = time.time() - compile_start
       checkpoint_step = bool(runtime["checkpoint_every"]) and step % runtime["checkpoint_every"] == 0
       if len(pending) >= runtime["flush_every"] or is_last or step % train_cfg["eval_every"] == 0 or checkpoint_step:
-        rows, reason = flush()
-        if reason:
-          status = "diverged"
+        fetched = flush()
+        if not running():
           break
         if bar is not None:
-          bar.update(len(rows))
-          bar.set_postfix(loss=f"{rows[-1]['loss']:.4f}", refresh=False)
-        timeline.add("steps", time.time() - steps_clock)
-        timeline.reached(step)
+          bar.update(len(fetched))
+          bar.set_postfix(loss=" ".join(f"{m.last_rows[-1]['loss']:.4f}" for m in running()), refresh=False)
+        timelines.add("steps", time.time() - steps_clock)
+        timelines.reached(step)
         steps_clock = time.time()
         if next_health_check is not None and step >= next_health_check and not is_last:
           next_health_check = (step // health_check_every + 1) * health_check_every
-          with timed("eval"):
-            health = _health(metrics_path, s.steps) if writer_process else None
-          if distributed.agree(health is not None and health.stops):  # Process 0 read the curve; all stop.
-            status, reason = "flagged", f"off its forecast at step {step}: {health.message if health else ''}"
-            steps_clock = time.time()
+          for m in running():
+            with _Timed(timelines, "eval"):
+              health = _health(m.metrics_path, s.steps) if writer_process else None
+            if distributed.agree(health is not None and health.stops):  # Process 0 read the curve; all stop.
+              stop(m, "flagged", f"off its forecast at step {step}: {health.message if health else ''}", step)
+          steps_clock = time.time()
+          if not running():
             break
         if step % train_cfg["eval_every"] == 0 or is_last:
-          with timed("eval"):
-            last_eval = eval_row(step, final=is_last)
-          writer.write([last_eval])
+          with _Timed(timelines, "eval"):
+            rows = eval_rows(step, final=is_last)
+          for t, m in enumerate(members):
+            if m.status == "running":
+              m.last_eval = rows[t]
+              m.writer.write([rows[t]])
         checkpoint_due = checkpoint_step or time.time() - last_checkpoint_time > 60 * runtime["checkpoint_minutes"]
         checkpoint_due = distributed.agree(checkpoint_due)  # Hosts' clocks differ; a save is collective.
         if checkpoint_due and not is_last:
           save(step)
           last_checkpoint_time = time.time()
-        timeline.write(force=checkpoint_due)  # A kill loses at most the steps since this record.
+        timelines.write(force=checkpoint_due)  # A kill loses at most the steps since this record.
         steps_clock = time.time()
       if preemption.at(step) and not is_last:
         if pending:  # The unflushed steps are checked like any others: a NaN is never checkpointed.
-          _, reason = flush()
-          if reason:
-            status = "diverged"
-            break
-        timeline.add("steps", time.time() - steps_clock)
-        timeline.reached(step)
-        save(step, wait=True)
-        writer.close()
-        checkpoints.close()
-        raise Interrupted(f"{preemption.signal} at step {step}; checkpoint saved")
-    timeline.add("steps", time.time() - steps_clock)
-    steady_seconds = timeline.record["seconds"]["steps"] - first_step_seconds if first_step_seconds else 0.0
+          flush()
+        timelines.add("steps", time.time() - steps_clock)
+        timelines.reached(step)
+        if running():
+          save(step, wait=True)
+          for m in running():
+            m.writer.close()
+            m.checkpoints.close()
+          raise Interrupted(f"{preemption.signal} at step {step}; checkpoint saved")
+    timelines.add("steps", time.time() - steps_clock)
 
   if bar is not None:
     bar.close()
-  if status == "done" and last_eval is None:  # Resumed from a checkpoint at the last step.
-    with timed("eval"):
-      last_eval = eval_row(step, final=True)
-    if not any(r.get("eval_loss") is not None and r["step"] == step for r in metrics_lib.read_metrics(metrics_path)):
-      writer.write([last_eval])
-  if status in ("done", "flagged") and checkpoints.latest_step() != step:  # a flagged trial may be resumed
-    save(step)
-  with timed("checkpoint"):  # Waits for the asynchronous writes still in flight.
-    checkpoints.close()
-  writer.close()
-  timeline.write(status)
-  goodput = timeline.breakdown()
+  for m in running():
+    m.end_step = step
+    finish(m, step)
+  return [m.summary for m in members]
 
-  # ---- Summary ----
-  tail = recent_losses[-10:]  # final_train_loss: mean of the last 10 steps (or fewer)
+
+class _Timelines:
+  """The running trials' timelines as one: a pack's shared wall time counts for each of its trials."""
+
+  def __init__(self, members):
+    self.members = members
+
+  def __getattr__(self, name):
+    def each(*args, **kwargs):
+      for m in self.members:
+        if m.status == "running":
+          getattr(m.timeline, name)(*args, **kwargs)
+    return each
+
+
+def _summary(m, step, params, steady_first_step, first_step_seconds, compile_seconds, wall_start) -> dict:
+  """A trial's summary.json at its end (done, diverged or flagged at `step`)."""
+  s = m.s
+  goodput = m.timeline.breakdown()
+  steady_seconds = m.timeline.record["seconds"]["steps"] - first_step_seconds if first_step_seconds else 0.0
+  tail = m.recent_losses[-10:]  # final_train_loss: mean of the last 10 steps (or fewer)
   steady_steps = step - steady_first_step
   per_second = lambda count: count / steady_seconds if steady_seconds > 0 and count else None
-  finals = {f"final_{k}": v for k, v in (last_eval or {}).items() if k not in progress_so_far(0)}
-  summary = {
-      "status": status,
-      "reason": reason,
-      **static,
+  progress_keys = ("step", "examples", "tokens")
+  finals = {f"final_{k}": v for k, v in (m.last_eval or {}).items() if k not in progress_keys}
+  return {
+      "status": m.status,
+      "reason": m.reason,
+      **m.static,
       "steps": step,
       "examples": step * s.examples_per_step,
       "tokens": step * s.tokens_per_step,
@@ -610,15 +752,13 @@ def _train(config, run_dir, progress, runtime, previous_mesh, timeline, staged) 
       "examples_per_second": per_second(steady_steps * s.examples_per_step),
       **throughput.summary_fields(per_second(steady_steps * s.examples_per_step * s.flops["flops_per_example"]),
                                   jax.devices()[0].device_kind, jax.device_count()),
-      "resumed_from_step": start_step or None,
+      "resumed_from_step": m.start_step or None,
       "goodput": goodput["goodput"],
       "time_seconds": {**goodput["seconds"], "total": goodput["total_seconds"]},
       "attempts": goodput["attempts"],
       "checkpoint_saves": goodput["saves"],
       "params_sha256": params_sha256(params),
   }
-  write_summary(summary)
-  return summary
 
 
 _EVAL_SEED = 1 << 30  # The eval set's objective randomness (masks): fixed, whatever the trial's seed.
@@ -683,9 +823,9 @@ def _health(metrics_path, steps_planned):
   return health.assess([r["step"] for r in rows], [r["loss"] for r in rows], steps_planned)
 
 
-def _progress_bar(enabled, total, initial, config):
+def _progress_bar(enabled, total, initial, config, packed=1):
   if not enabled:
     return None
   from scaling import progress
-  label = f"{config['model']['family']} size={config['model']['size']}"
+  label = f"{config['model']['family']} size={config['model']['size']}" + (f" x{packed} packed" if packed > 1 else "")
   return progress.bar(total, initial, label, unit="step", leave=False)

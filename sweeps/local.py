@@ -28,35 +28,50 @@ from sweeps.rundir import log_attempt, mark_failed, os_problem, read_summary, st
 
 def run_trial(trial, run_dir: str, runtime: dict, progress: bool) -> str:
   """Trains one claimed trial; retries crashes, then records `failed` with the error."""
+  return run_pack([trial], [run_dir], runtime, progress)[trial.id]
+
+
+def run_pack(trials: list, run_dirs: list, runtime: dict, progress: bool) -> dict:
+  """Trains claimed trials as one packed program (one trial: the ordinary case); retries crashes, then
+  records `failed` with the error. Returns {trial id: state}."""
   from scaling import checkpoint as checkpoint_lib  # Imports JAX: keep `validate` fast.
   from scaling import train as train_lib
   retries = runtime["retries"]
+  named = f"trial {trials[0].id}" if len(trials) == 1 else f"trials {', '.join(t.id for t in trials)} (packed)"
+
+  def log_all(record, **fields):
+    for run_dir in run_dirs:
+      log_attempt(run_dir, {**record, "end": time.time(), **fields})
+
+  def fail_all(reason):
+    for run_dir in run_dirs:
+      mark_failed(run_dir, reason)
+    return {t.id: "failed" for t in trials}
+
   for attempt in range(retries + 1):
     record = {"pid": os.getpid(), "attempt": attempt + 1, "start": time.time()}
-    logs.info(f"trial {trial.id}: attempt {attempt + 1} starts")
+    logs.info(f"{named}: attempt {attempt + 1} starts")
     try:
-      summary = train_lib.train(trial.config(), run_dir, progress=progress, runtime=runtime)
-    except train_lib.DoesNotFit as e:  # Retrying cannot help; the summary already says why.
-      log_attempt(run_dir, {**record, "end": time.time(), "outcome": "failed", "error": str(e)})
-      return "failed"
+      summaries = train_lib.train_pack([t.config() for t in trials], run_dirs, progress=progress, runtime=runtime)
+    except train_lib.DoesNotFit as e:  # Retrying cannot help; the summaries already say why.
+      log_all(record, outcome="failed", error=str(e))
+      return {t.id: "failed" for t in trials}
     except (train_lib.Interrupted, KeyboardInterrupt):
-      log_attempt(run_dir, {**record, "end": time.time(), "outcome": "interrupted"})
+      log_all(record, outcome="interrupted")
       raise
     except checkpoint_lib.CheckpointError as e:  # Retrying cannot help; the message says what to delete.
-      log_attempt(run_dir, {**record, "end": time.time(), "outcome": "failed", "error": str(e)})
-      mark_failed(run_dir, str(e))
-      return "failed"
-    except Exception as e:  # A crash of this trial must not stop the sweep.
+      log_all(record, outcome="failed", error=str(e))
+      return fail_all(str(e))
+    except Exception as e:  # A crash of these trials must not stop the sweep.
       error = f"{type(e).__name__}: {e}".splitlines()[0]
-      log_attempt(run_dir, {**record, "end": time.time(), "outcome": "crashed", "error": error,
-                             "traceback": traceback.format_exc()})
+      log_all(record, outcome="crashed", error=error, traceback=traceback.format_exc())
       if attempt == retries:
-        mark_failed(run_dir, f"{error} (after {retries + 1} attempts)")
-        return "failed"
+        return fail_all(f"{error} (after {retries + 1} attempts)")
       continue
-    log_attempt(run_dir, {**record, "end": time.time(), "outcome": summary["status"]})
-    logs.info(f"trial {trial.id}: {summary['status']} at step {summary['steps']}, goodput {summary['goodput']:.3f}")
-    return summary["status"]
+    for trial, run_dir, summary in zip(trials, run_dirs, summaries):
+      log_attempt(run_dir, {**record, "end": time.time(), "outcome": summary["status"]})
+      logs.info(f"trial {trial.id}: {summary['status']} at step {summary['steps']}, goodput {summary['goodput']:.3f}")
+    return {t.id: s["status"] for t, s in zip(trials, summaries)}
 
 
 def run(sweep, out: str, progress: bool = True, retries: int | None = None, retry_failed: bool = False,
@@ -64,7 +79,8 @@ def run(sweep, out: str, progress: bool = True, retries: int | None = None, retr
   """Trains every trial not yet finished; returns {trial id: state} (as process 0 sees it).
 
   retry_failed: also re-run trials marked failed (e.g. after fixing what made them crash);
-  they resume from their last checkpoint.
+  they resume from their last checkpoint. With `runtime.pack`, trials that differ only in
+  hyperparameters train together as one program (scaling/pack.py).
   """
   runtime = sweep.runtime.model_dump()
   if retries is not None:
@@ -84,38 +100,63 @@ def run(sweep, out: str, progress: bool = True, retries: int | None = None, retr
                            position=0)
     log = bar.write
   # Every process walks the same list; other processes follow process 0's decision for each trial.
-  for trial in sweep.trials:
-    run_dir = os.path.join(directory, trial.id)
-    label = f"{trial.id} {rundir.describe(trial)}"
-    claim = None
-    if writer and states[trial.id] not in finished_for(trial):
-      say = lambda message: log(f"  {label}: {message}")
-      claim, states[trial.id] = _claim(run_dir, states[trial.id], finished_for(trial), say)
-    if not distributed.agree(claim is not None):
+  for group in _packs(sweep.trials, todo, directory, runtime):
+    claimed = []
+    for trial in group:
+      run_dir = os.path.join(directory, trial.id)
+      claim = None
+      if writer and states[trial.id] not in finished_for(trial):
+        say = lambda message, label=f"{trial.id} {rundir.describe(trial)}": log(f"  {label}: {message}")
+        claim, states[trial.id] = _claim(run_dir, states[trial.id], finished_for(trial), say)
+      if distributed.agree(claim is not None):
+        claimed.append((trial, run_dir, claim))
+    if not claimed:
       continue
+    trials, run_dirs = [t for t, _, _ in claimed], [d for _, d, _ in claimed]
     try:
-      states[trial.id] = run_trial(trial, run_dir, runtime, progress)
-    except OSError as e:  # Its summary could not be written (only process 0 writes): said, and the sweep goes on.
+      states.update(run_pack(trials, run_dirs, runtime, progress))
+    except OSError as e:  # A summary could not be written (only process 0 writes): said, and the sweep goes on.
       if not writer:
         raise
-      states[trial.id] = "damaged"
-      log(f"  {label}: damaged ({os_problem(e)})")
+      for trial in trials:
+        states[trial.id] = "damaged"
+        log(f"  {trial.id} {rundir.describe(trial)}: damaged ({os_problem(e)})")
       continue
     finally:
-      if claim is not None:
-        claim.release()
+      for _, _, claim in claimed:
+        if claim is not None:
+          claim.release()
     if not writer:
       continue
-    summary = read_summary(run_dir) or {}
-    if bar is not None:
-      bar.update(1)
-    loss, wall = summary.get("final_eval_loss"), summary.get("wall_seconds")
-    log(f"  {label}: {states[trial.id]}"
-        + (f", eval loss {loss:.4f}, {wall:.1f} s" if isinstance(loss, (int, float)) and wall is not None else "")
-        + (f" ({summary['reason']})" if summary.get("reason") else ""))
+    for trial, run_dir in zip(trials, run_dirs):
+      summary = read_summary(run_dir) or {}
+      if bar is not None:
+        bar.update(1)
+      loss, wall = summary.get("final_eval_loss"), summary.get("wall_seconds")
+      log(f"  {trial.id} {rundir.describe(trial)}: {states[trial.id]}"
+          + (f", eval loss {loss:.4f}, {wall:.1f} s" if isinstance(loss, (int, float)) and wall is not None else "")
+          + (f" ({summary['reason']})" if summary.get("reason") else ""))
   if bar is not None:
     bar.close()
   return states
+
+
+def _packs(trials: list, todo: list, directory: str, runtime: dict) -> list:
+  """Every trial alone, in order (each process walks the same list), or with `runtime.pack` on one process
+  the trials to do, in packs of trials that differ only in hyperparameters and resume from the same step."""
+  import jax
+  if not runtime["pack"] or jax.process_count() > 1:
+    return [[t] for t in trials]
+  from scaling import checkpoint as checkpoint_lib
+  from scaling import pack as pack_lib
+
+  def saved_steps(trial):
+    try:
+      return checkpoint_lib.saved_steps(os.path.join(directory, trial.id))
+    except (checkpoint_lib.CheckpointError, OSError):  # Alone: its own run says what is wrong.
+      return frozenset()
+
+  return pack_lib.groups(todo, saved_steps, runtime["pack_max_trials"])
 
 
 def _claim(run_dir: str, state: str, finished: tuple, say) -> tuple:

@@ -209,6 +209,9 @@ class RuntimeSpec(_Strict):
   keep_checkpoints: int = pydantic.Field(2, ge=1)
   memory_limit_gib: Optional[float] = pydantic.Field(None, gt=0)  # default: the device's own memory
   retries: int = pydantic.Field(1, ge=0, le=100)  # re-runs of a crashed trial before it is marked failed
+  # Trials that differ only in seed, lr or other optimizer scalars train as one vmapped program (scaling/pack.py).
+  pack: bool = False
+  pack_max_trials: int = pydantic.Field(32, ge=1, le=4096)  # trials per packed program at most
   ray: RaySpec = RaySpec()
   slurm: SlurmSpec = SlurmSpec()
 
