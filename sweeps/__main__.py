@@ -192,6 +192,8 @@ def _cluster_run(args, sweep) -> int:
   if problem:
     print(f"error: {problem}", file=sys.stderr)
     return 2
+  if sweep.runtime.pack:
+    print(f"note: runtime.pack packs trials on the local backend; --backend {args.backend} runs one trial per task")
   try:
     if args.backend == "ray":
       from sweeps import ray_backend
