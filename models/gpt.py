@@ -23,6 +23,9 @@ class GPTConfig(transformer.BlockShape):
   n_heads: int
   mlp_ratio: int = 4
   attention_impl: str = "xla"  # Passed to pallas_kernels.attention when not "xla".
+  # next_token's loss: "xla" (logits, then optax's cross-entropy) or a pallas_kernels.cross_entropy impl
+  # ("auto", "pallas", "pallas_interpret"): the fused kernel never materialises the [tokens, vocab] logits.
+  cross_entropy_impl: str = "xla"
   experts: int = 0  # 0: dense MLPs; E > 0: mixture-of-experts MLPs (models/moe.py), top_k of E per token.
   top_k: int = 1
   capacity_factor: float = 1.25  # Slots per expert over a uniform share; 0: dropless (jax.lax.ragged_dot).
@@ -33,8 +36,8 @@ class GPTConfig(transformer.BlockShape):
 
 
 def ladder(depth: int, *, vocab_size: int, seq_len: int, aspect_ratio: int = 64,
-           head_dim: int = 64, mlp_ratio: int = 4, attention_impl: str = "xla", experts: int = 0,
-           top_k: int = 1, capacity_factor: float = 1.25, router_aux: float = 0.01,
+           head_dim: int = 64, mlp_ratio: int = 4, attention_impl: str = "xla", cross_entropy_impl: str = "xla",
+           experts: int = 0, top_k: int = 1, capacity_factor: float = 1.25, router_aux: float = 0.01,
            router_z: float = 0.001) -> GPTConfig:
   """The size ladder: one integer dial (depth) -> a full architecture. The MoE options keep depth the dial."""
   if depth < 1:
@@ -43,12 +46,14 @@ def ladder(depth: int, *, vocab_size: int, seq_len: int, aspect_ratio: int = 64,
     raise ValueError(f"experts {experts}, top_k {top_k}: need experts >= 0 and 1 <= top_k <= experts")
   if capacity_factor < 0 or router_aux < 0 or router_z < 0:
     raise ValueError("capacity_factor, router_aux and router_z must be >= 0")
+  if cross_entropy_impl not in ("xla", "auto", "pallas", "pallas_interpret"):
+    raise ValueError(f"cross_entropy_impl {cross_entropy_impl!r}: one of xla, auto, pallas, pallas_interpret")
   width = aspect_ratio * depth
   if width % head_dim:
     raise ValueError(f"width {width} (= aspect_ratio * depth) is not a multiple of head_dim {head_dim}")
   return GPTConfig(vocab_size=vocab_size, seq_len=seq_len, depth=depth, width=width,
                    n_heads=width // head_dim, mlp_ratio=mlp_ratio, attention_impl=attention_impl,
-                   experts=experts, top_k=top_k if experts else 1, capacity_factor=float(capacity_factor),
+                   cross_entropy_impl=cross_entropy_impl, experts=experts, top_k=top_k if experts else 1, capacity_factor=float(capacity_factor),
                    router_aux=float(router_aux), router_z=float(router_z))
 
 
@@ -64,10 +69,14 @@ class GPT(nnx.Module):
     self.unembedding = transformer.dense(rngs, cfg.width, cfg.vocab_size, ("embed", "vocab"), cfg.width ** -0.5)
 
   def __call__(self, tokens):
+    return self.unembedding(self.hidden(tokens)).astype(jnp.float32)
+
+  def hidden(self, tokens):
+    """The final normed hidden states [batch, seq, width]: what the unembedding maps to logits."""
     x = self.token_embedding(tokens)
     for block in self.blocks:
       x = block(x)
-    return self.unembedding(self.final_norm(x)).astype(jnp.float32)
+    return self.final_norm(x)
 
 
 # Names of the parameter leaves that are lookup tables (no FLOPs): the embedding count.
