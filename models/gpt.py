@@ -11,7 +11,7 @@ import dataclasses
 import jax.numpy as jnp
 from flax import nnx
 
-from models import registry, transformer
+from models import mup, registry, transformer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +31,10 @@ class GPTConfig(transformer.BlockShape):
   capacity_factor: float = 1.25  # Slots per expert over a uniform share; 0: dropless (jax.lax.ragged_dot).
   router_aux: float = 0.01  # Coefficient of Switch's load-balancing loss.
   router_z: float = 0.001  # Coefficient of the router z-loss.
+  parametrization: str = "sp"  # or "mup" (models/mup.py), relative to the base shape below
+  base_width: int = 0
+  base_depth: int = 1
+  base_head_dim: int = 0
   causal = True  # Not fields: what makes the blocks a GPT's.
   rotary = True
 
@@ -38,7 +42,8 @@ class GPTConfig(transformer.BlockShape):
 def ladder(depth: int, *, vocab_size: int, seq_len: int, aspect_ratio: int = 64,
            head_dim: int = 64, mlp_ratio: int = 4, attention_impl: str = "xla", cross_entropy_impl: str = "xla",
            experts: int = 0, top_k: int = 1, capacity_factor: float = 1.25, router_aux: float = 0.01,
-           router_z: float = 0.001) -> GPTConfig:
+           router_z: float = 0.001, parametrization: str = "sp", base_width: int | None = None,
+           base_depth: int | None = None, base_head_dim: int | None = None) -> GPTConfig:
   """The size ladder: one integer dial (depth) -> a full architecture. The MoE options keep depth the dial."""
   if depth < 1:
     raise ValueError(f"depth must be >= 1, got {depth}")
@@ -46,6 +51,7 @@ def ladder(depth: int, *, vocab_size: int, seq_len: int, aspect_ratio: int = 64,
     raise ValueError(f"experts {experts}, top_k {top_k}: need experts >= 0 and 1 <= top_k <= experts")
   if capacity_factor < 0 or router_aux < 0 or router_z < 0:
     raise ValueError("capacity_factor, router_aux and router_z must be >= 0")
+  mup.check(parametrization, base_width, base_depth, base_head_dim)
   if cross_entropy_impl not in ("xla", "auto", "pallas", "pallas_interpret"):
     raise ValueError(f"cross_entropy_impl {cross_entropy_impl!r}: one of xla, auto, pallas, pallas_interpret")
   width = aspect_ratio * depth
@@ -54,7 +60,9 @@ def ladder(depth: int, *, vocab_size: int, seq_len: int, aspect_ratio: int = 64,
   return GPTConfig(vocab_size=vocab_size, seq_len=seq_len, depth=depth, width=width,
                    n_heads=width // head_dim, mlp_ratio=mlp_ratio, attention_impl=attention_impl,
                    cross_entropy_impl=cross_entropy_impl, experts=experts, top_k=top_k if experts else 1, capacity_factor=float(capacity_factor),
-                   router_aux=float(router_aux), router_z=float(router_z))
+                   router_aux=float(router_aux), router_z=float(router_z), parametrization=parametrization,
+                   base_width=base_width or aspect_ratio, base_depth=base_depth or 1,
+                   base_head_dim=base_head_dim or head_dim)
 
 
 class GPT(nnx.Module):
@@ -72,11 +80,13 @@ class GPT(nnx.Module):
     return self.unembedding(self.hidden(tokens)).astype(jnp.float32)
 
   def hidden(self, tokens):
-    """The final normed hidden states [batch, seq, width]: what the unembedding maps to logits."""
+    """The final normed hidden states [batch, seq, width] (times muP's output multiplier): what the
+    unembedding maps to logits."""
     x = self.token_embedding(tokens)
     for block in self.blocks:
       x = block(x)
-    return self.final_norm(x)
+    x, multiplier = self.final_norm(x), mup.output_multiplier(self.cfg)
+    return x if multiplier is None else x * multiplier
 
 
 # Names of the parameter leaves that are lookup tables (no FLOPs): the embedding count.

@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from models import mup
+
 # Routing statistics each layer sows (averaged over layers by `collect`), logged as moe_<name>.
 STATS = ("load_balance", "z_loss", "dropped", "load_entropy")
 
@@ -105,7 +107,7 @@ class MoE(nnx.Module):
     d, f, e = cfg.width, cfg.mlp_width, cfg.experts
     self.router = _param(rngs, (d, e), ("embed", None), d ** -0.5)
     self.up = _param(rngs, (e, d, f), ("expert", "embed", "mlp"), d ** -0.5)
-    self.down = _param(rngs, (e, f, d), ("expert", "mlp", "embed"), f ** -0.5 / (2 * cfg.depth) ** 0.5)
+    self.down = _param(rngs, (e, f, d), ("expert", "mlp", "embed"), f ** -0.5 / mup.residual_init_divisor(cfg))
 
   def __call__(self, x):
     cfg = self.cfg

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from models import moe
+from models import mup
 
 
 class BlockShape:
@@ -43,7 +44,7 @@ class Attention(nnx.Module):
     self.cfg = cfg
     self.qkv = dense(rngs, cfg.width, 3 * cfg.width, ("embed", "heads"), std)
     # Residual projections start small (GPT-2): keeps the residual stream O(1) at depth.
-    self.out = dense(rngs, cfg.width, cfg.width, ("heads", "embed"), std / (2 * cfg.depth) ** 0.5)
+    self.out = dense(rngs, cfg.width, cfg.width, ("heads", "embed"), std / mup.residual_init_divisor(cfg))
 
   def __call__(self, x):
     cfg = self.cfg
@@ -51,6 +52,9 @@ class Attention(nnx.Module):
     q, k, v = jnp.split(self.qkv(x).reshape(batch, seq, 3 * cfg.n_heads, cfg.head_dim), 3, axis=2)
     if cfg.rotary:
       q, k = rotary(q), rotary(k)
+    scale = mup.attention_scale(cfg)
+    if scale is not None:  # muP's 1/d: q carries the change from the kernels' default 1/sqrt(d).
+      q = q * (scale * cfg.head_dim ** 0.5)
     if cfg.attention_impl == "xla":
       y = attention(q, k, v, causal=cfg.causal)
     else:
@@ -86,7 +90,7 @@ class MLP(nnx.Module):
     std = cfg.width ** -0.5
     self.up = dense(rngs, cfg.width, cfg.mlp_width, ("embed", "mlp"), std)
     self.down = dense(rngs, cfg.mlp_width, cfg.width, ("mlp", "embed"),
-                      cfg.mlp_width ** -0.5 / (2 * cfg.depth) ** 0.5)
+                      cfg.mlp_width ** -0.5 / mup.residual_init_divisor(cfg))
 
   def __call__(self, x):
     return self.down(jax.nn.gelu(self.up(x), approximate=True))
@@ -95,6 +99,7 @@ class MLP(nnx.Module):
 class Block(nnx.Module):
 
   def __init__(self, cfg, rngs: nnx.Rngs):
+    self.cfg = cfg
     self.attn_norm = norm(rngs, cfg.width)
     self.attn = Attention(cfg, rngs)
     self.mlp_norm = norm(rngs, cfg.width)
@@ -104,8 +109,17 @@ class Block(nnx.Module):
       self.mlp = MLP(cfg, rngs)
 
   def __call__(self, x):
-    x = x + self.attn(self.attn_norm(x))
-    return x + self.mlp(self.mlp_norm(x))
+    return self.parts(x)[0]
+
+  def parts(self, x):
+    """(the block's output, its attention branch, its MLP branch), each branch as added to the residual
+    stream (times muP's depth multiplier)."""
+    branch = mup.branch_multiplier(self.cfg)
+    scaled = (lambda y: y) if branch is None else (lambda y: y * branch)
+    attended = scaled(self.attn(self.attn_norm(x)))
+    x = x + attended
+    mixed = scaled(self.mlp(self.mlp_norm(x)))
+    return x + mixed, attended, mixed
 
 
 def layer_flops(cfg, seq: int) -> int:

@@ -14,7 +14,7 @@ import dataclasses
 import jax.numpy as jnp
 from flax import nnx
 
-from models import registry, transformer
+from models import mup, registry, transformer
 
 OBJECTIVES = ("classify", "masked_patches", "next_patch")
 
@@ -30,6 +30,10 @@ class ViTConfig(transformer.BlockShape):
   objective: str  # decides the head, the mask token and causality
   mlp_ratio: int = 4
   attention_impl: str = "xla"
+  parametrization: str = "sp"  # or "mup" (models/mup.py), relative to the base shape below
+  base_width: int = 0
+  base_depth: int = 1
+  base_head_dim: int = 0
   rotary = False
 
   @property
@@ -47,10 +51,13 @@ class ViTConfig(transformer.BlockShape):
 
 
 def ladder(depth: int, *, image_shape, num_classes: int = 0, objective: str = "classify", aspect_ratio: int = 32,
-           head_dim: int = 16, patch_size: int = 4, mlp_ratio: int = 4, attention_impl: str = "xla") -> ViTConfig:
+           head_dim: int = 16, patch_size: int = 4, mlp_ratio: int = 4, attention_impl: str = "xla",
+           parametrization: str = "sp", base_width: int | None = None, base_depth: int | None = None,
+           base_head_dim: int | None = None) -> ViTConfig:
   """The size ladder: one integer dial (depth) -> a full architecture."""
   if depth < 1:
     raise ValueError(f"depth must be >= 1, got {depth}")
+  mup.check(parametrization, base_width, base_depth, base_head_dim)
   width = aspect_ratio * depth
   if width % head_dim:
     raise ValueError(f"width {width} (= aspect_ratio * depth) is not a multiple of head_dim {head_dim}")
@@ -63,7 +70,9 @@ def ladder(depth: int, *, image_shape, num_classes: int = 0, objective: str = "c
     raise ValueError(f"objective classify needs labelled data (num_classes >= 2), got {num_classes}")
   return ViTConfig(image_shape=tuple(image_shape), patch_size=patch_size, depth=depth, width=width,
                    n_heads=width // head_dim, num_classes=num_classes if objective == "classify" else 0,
-                   objective=objective, mlp_ratio=mlp_ratio, attention_impl=attention_impl)
+                   objective=objective, mlp_ratio=mlp_ratio, attention_impl=attention_impl,
+                   parametrization=parametrization, base_width=base_width or aspect_ratio,
+                   base_depth=base_depth or 1, base_head_dim=base_head_dim or head_dim)
 
 
 class ViT(nnx.Module):
@@ -103,12 +112,17 @@ class ViT(nnx.Module):
     """The pooled representation [B, width] (mean over patches) that a linear probe reads."""
     return self.encode(images).mean(axis=1).astype(jnp.float32)
 
+  def readout(self, states):
+    """The head on token (or pooled) states, after muP's output multiplier."""
+    multiplier = mup.output_multiplier(self.cfg)
+    return self.head(states if multiplier is None else states * multiplier)
+
   def predict_pixels(self, states):
-    return self.head(states)
+    return self.readout(states)
 
   def __call__(self, images):
     """Class logits [B, num_classes] (classify)."""
-    return self.head(self.encode(images).mean(axis=1)).astype(jnp.float32)
+    return self.readout(self.encode(images).mean(axis=1)).astype(jnp.float32)
 
 
 # Lookup tables without FLOPs: the position embedding and the mask token.

@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from models import counting, moe, registry
+from models import counting, moe, mup, registry
 from scaling import checkpoint as checkpoint_lib
 from scaling import distributed
 from scaling import evaluators as evaluators_lib
@@ -99,18 +99,30 @@ def lr_schedule(opt_cfg: dict, steps: int):
        optax.linear_schedule(peak, end, max(steps - decay_start, 1))], [warmup, decay_start])
 
 
-def make_optimizer(opt_cfg: dict, steps: int, clips: bool | None = None):
+def make_optimizer(opt_cfg: dict, steps: int, clips: bool | None = None, lr_multipliers: dict | None = None):
   """(AdamW with the lr schedule (`lr_schedule`) and optional clipping, its lr schedule).
 
-  The scalars may be traced (packed trials); then `clips` says whether grad_clip is on."""
+  The scalars may be traced (packed trials); then `clips` says whether grad_clip is on. `lr_multipliers`
+  ({parameter path: factor}, models/mup.py) scales each parameter's update, which is its learning rate
+  (and its decoupled weight decay, as AdamW ties the two)."""
   schedule = lr_schedule(opt_cfg, steps)
   # Decay matrices only; norm scales are not weights to shrink.
   decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
   adamw = optax.adamw(schedule, b1=opt_cfg["b1"], b2=opt_cfg["b2"], eps=opt_cfg["eps"],
                       weight_decay=opt_cfg["weight_decay"], mask=decay_mask)
+  parts = [adamw] if not lr_multipliers else [adamw, _scale_per_parameter(lr_multipliers)]
   if opt_cfg["grad_clip"] > 0 if clips is None else clips:
-    return optax.chain(optax.clip_by_global_norm(opt_cfg["grad_clip"]), adamw), schedule
-  return adamw, schedule
+    parts = [optax.clip_by_global_norm(opt_cfg["grad_clip"])] + parts
+  return (parts[0] if len(parts) == 1 else optax.chain(*parts)), schedule
+
+
+def _scale_per_parameter(multipliers: dict):
+  """An optax transformation multiplying each parameter's update by multipliers[its path] (paths as
+  jax.tree_util.keystr gives them, without a trailing `.value`)."""
+  def update(updates, state, params=None):
+    scale = lambda path, u: u * multipliers[jax.tree_util.keystr(path).removesuffix(".value")]
+    return jax.tree_util.tree_map_with_path(scale, updates), state
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 def example_keys(seed: int, step, batch_size: int):
@@ -205,12 +217,13 @@ def default_runtime() -> dict:
   return RuntimeSpec().model_dump()
 
 
-def make_train_step(graphdef, objective, objective_options, opt_cfg, steps, train_cfg):
+def make_train_step(graphdef, objective, objective_options, opt_cfg, steps, train_cfg, lr_multipliers=None):
   """The pure step (params, opt_state, batch, step, hyperparameters) -> (params, opt_state, metrics) for
   any objective, and the eval function (params, batch, eval batch index) -> (loss, metrics).
 
   hyperparameters (scaling/pack.hyperparameters): the seed, AdamW's scalars and the fault steps; Python
-  values (one trial) or traced ones (a packed trial under vmap). `opt_cfg` gives the rest of the optimizer.
+  values (one trial) or traced ones (a packed trial under vmap). `opt_cfg` gives the rest of the optimizer,
+  `lr_multipliers` the per-parameter learning-rate factors of the parametrization (models/mup.py).
   """
   compute_dtype = jnp.dtype(train_cfg["compute_dtype"])
   microbatches = train_cfg["microbatches"]
@@ -246,7 +259,8 @@ def make_train_step(graphdef, objective, objective_options, opt_cfg, steps, trai
 
   def train_step(params, opt_state, batch, step, hp):
     seed = hp["seed"]
-    optimizer, schedule = make_optimizer({**opt_cfg, **hp["optimizer"]}, steps, clips=opt_cfg["grad_clip"] > 0)
+    optimizer, schedule = make_optimizer({**opt_cfg, **hp["optimizer"]}, steps, clips=opt_cfg["grad_clip"] > 0,
+                                         lr_multipliers=lr_multipliers)
     batch_size = jax.tree.leaves(batch)[0].shape[0]
     (loss, metrics), grads = loss_and_grads(params, batch, example_keys(seed, step, batch_size))
     if hp["inject_nan_at_step"] is not None:  # Fault injection for tests of divergence handling.
@@ -384,7 +398,9 @@ def _train(members, progress, runtime, staged) -> list:
   s, config = first.s, first.config  # What the trials of a pack share: shapes, steps, data, objective.
   train_cfg = config["train"]
   objective_options = {k: v for k, v in train_cfg["objective"].items() if k != "name"}
-  optimizer, _ = make_optimizer(config["optimizer"], s.steps)  # Its state's structure; the step builds its own.
+  lr_multipliers = mup.lr_multipliers(s.model)  # None under the standard parametrization
+  # Its state's structure; the step builds its own.
+  optimizer, _ = make_optimizer(config["optimizer"], s.steps, lr_multipliers=lr_multipliers)
   mesh = mesh_lib.make_mesh(runtime["mesh"])
 
   problem = _host_memory_problem({k: ((shape[0] * size, *shape[1:]), dtype) for k, (shape, dtype)
@@ -444,7 +460,7 @@ def _train(members, progress, runtime, staged) -> list:
   batch_sharding = pack.stacked_shardings(placement.sharding, size)
 
   trial_step, eval_fn = make_train_step(graphdef, s.objective, objective_options, config["optimizer"], s.steps,
-                                        train_cfg)
+                                        train_cfg, lr_multipliers)
   hp = pack.hyperparameters([m.config for m in members])
   if size == 1:  # One trial's hyperparameters are compiled in; a pack maps the step over its trials.
     step_fn, hp_args = lambda p, o, b, i: trial_step(p, o, b, i, hp), ()
