@@ -74,7 +74,8 @@ class GPT(nnx.Module):
     self.token_embedding = nnx.Embed(cfg.vocab_size, cfg.width, embedding_init=embed_init, rngs=rngs)
     self.blocks = nnx.List([transformer.Block(cfg, rngs) for _ in range(cfg.depth)])
     self.final_norm = transformer.norm(rngs, cfg.width)
-    self.unembedding = transformer.dense(rngs, cfg.width, cfg.vocab_size, ("embed", "vocab"), cfg.width ** -0.5)
+    self.unembedding = transformer.dense(rngs, cfg.width, cfg.vocab_size, ("embed", "vocab"),
+                                         mup.readout_init_std(cfg))
 
   def __call__(self, tokens):
     return self.unembedding(self.hidden(tokens)).astype(jnp.float32)

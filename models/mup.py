@@ -9,7 +9,7 @@ depth-1 width `aspect_ratio`; `base_head_dim`, default `head_dim`), with m = wid
   input weights, embeddings, norm scales, the router (at most one width-sized axis)
                       init as in sp, learning rate lr
   readout (unembedding, ViT head)
-                      init variance 1/fan_in, learning rate lr, logits times 1/m
+                      init 0 (microsoft/mup's readout_zero_init), learning rate lr, logits times 1/m
   attention           logits times sqrt(base_head_dim) / head_dim (1/d; equal to sp's 1/sqrt(d) at
                       the base head dim, so our ladders, which keep head_dim and add heads, see no change)
 
@@ -18,7 +18,7 @@ base_depth / depth (`base_depth`, default 1), the residual projections lose sp's
 factor (the multiplier replaces it), and for alpha = 1 the learning rates, weight decay and init need no
 depth correction. Adam's epsilon is left alone (1e-8 sits far below these gradients; CompleteP scales it
 only where it does not). At the base shape (m = 1, depth = base_depth) mup and sp differ only in the
-residual projections' init.
+residual projections' and the readout's init.
 
 `sp` leaves every number as it was: no multiplier is applied, so sp programs are unchanged bit for bit.
 """
@@ -59,6 +59,12 @@ def output_multiplier(cfg):
 def attention_scale(cfg):
   """The attention logits' scale under mup (sqrt(base_head_dim) / head_dim), None under sp (1/sqrt(head_dim))."""
   return cfg.base_head_dim ** 0.5 / cfg.head_dim if is_mup(cfg) else None
+
+
+def readout_init_std(cfg) -> float:
+  """The readout's init std: sp's 1/sqrt(width); 0 under mup (microsoft/mup's readout_zero_init: the logits
+  start at 0 and what they become is the updates', the same at every width)."""
+  return 0.0 if is_mup(cfg) else cfg.width ** -0.5
 
 
 def residual_init_divisor(cfg) -> float:

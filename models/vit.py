@@ -87,9 +87,9 @@ class ViT(nnx.Module):
     self.blocks = nnx.List([transformer.Block(cfg, rngs) for _ in range(cfg.depth)])
     self.final_norm = transformer.norm(rngs, cfg.width)
     if cfg.objective == "classify":
-      self.head = transformer.dense(rngs, cfg.width, cfg.num_classes, ("embed", "classes"), cfg.width ** -0.5)
+      self.head = transformer.dense(rngs, cfg.width, cfg.num_classes, ("embed", "classes"), mup.readout_init_std(cfg))
     else:
-      self.head = transformer.dense(rngs, cfg.width, cfg.patch_dim, ("embed", "pixels"), cfg.width ** -0.5)
+      self.head = transformer.dense(rngs, cfg.width, cfg.patch_dim, ("embed", "pixels"), mup.readout_init_std(cfg))
 
   def patchify(self, images):
     """uint8 [B, H, W, C] -> float32 [B, n_patches, patch_size^2 * C] in [0, 1], raster order."""

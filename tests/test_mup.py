@@ -1,0 +1,88 @@
+"""muP (models/mup.py): the coordinate check is flat in width under mup and not under sp, and it catches a
+muP with one layer's learning-rate multiplier removed; the multipliers and the model changes by hand."""
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from models import mup, registry
+from scaling import coord_check
+
+WIDTHS = (16, 32, 64, 128)  # an 8x range
+STEPS, LR = 4, 3e-2
+
+
+def largest_slope(frame):
+  return coord_check.slopes(frame, STEPS).abs().max()
+
+
+@pytest.fixture(scope="module")
+def coords():
+  return {p: coord_check.run(WIDTHS, depth=2, steps=STEPS, lr=LR, parametrization=p, seeds=(0,)) for p in ("mup", "sp")}
+
+
+def test_coordinates_are_flat_in_width_under_mup_and_grow_under_sp(coords):
+  mup_slopes, sp_slopes = (coord_check.slopes(coords[p], STEPS) for p in ("mup", "sp"))
+  assert set(mup_slopes.index) == {"embedding", "block0", "block0.attn", "block0.mlp", "block1", "block1.attn",
+                                   "block1.mlp", "logits"}
+  # How much each layer's activations moved since init, against width: flat under mup (measured +0.09 at
+  # most, -0.18 at least), growing under sp (+0.95 to +1.76 for the blocks).
+  assert mup_slopes.max() < 0.25 and mup_slopes.min() > -0.3, mup_slopes
+  assert sp_slopes.max() > 0.8, sp_slopes
+  # At init (step 0) both are flat; muP's readout starts at zero.
+  assert coord_check.slopes(coords["sp"], 0, of="mean_abs").abs().max() < 0.2
+  assert (coords["mup"].query("step == 0 and layer == 'logits'")["mean_abs"] == 0).all()
+
+
+def test_the_coordinate_check_catches_a_missing_multiplier(monkeypatch):
+  correct = mup.lr_multipliers
+
+  def without_mlp_down(model):  # the MLPs' down projections keep lr, as under sp
+    return {path: 1.0 if "mlp']['down" in path else m for path, m in (correct(model) or {}).items()}
+
+  monkeypatch.setattr(mup, "lr_multipliers", without_mlp_down)
+  broken = coord_check.slopes(coord_check.run(WIDTHS, depth=2, steps=STEPS, lr=LR, parametrization="mup",
+                                              seeds=(0,)), STEPS)
+  assert broken.max() > 0.4, broken  # measured +0.65 (block1.mlp)
+
+
+def test_multipliers_follow_the_logical_axes():
+  family = registry.get("gpt")
+  arch = family.ladder(4, vocab_size=12, seq_len=16, aspect_ratio=16, head_dim=8, parametrization="mup",
+                       base_width=16, base_depth=2)
+  model = family.build(arch, 0)
+  multipliers = mup.lr_multipliers(model)
+  hidden = [p for p, m in multipliers.items() if m != 1.0]
+  assert all(m in (1.0, 0.25) for m in multipliers.values())  # m = 64 / 16
+  for name in ("qkv", "out", "up", "down"):
+    assert any(f"['{name}']['kernel']" in p for p in hidden), name
+  for name in ("token_embedding", "unembedding", "scale"):
+    assert all(name not in p for p in hidden), name
+  assert mup.branch_multiplier(arch) == 0.5 and mup.output_multiplier(arch) == 0.25
+  assert mup.lr_multipliers(family.build(dataclasses.replace(arch, parametrization="sp"), 0)) is None
+  experts = family.build(family.ladder(2, vocab_size=12, seq_len=16, aspect_ratio=16, head_dim=8, experts=4,
+                                       parametrization="mup", base_width=16), 0)
+  routed = {p: m for p, m in mup.lr_multipliers(experts).items() if "['mlp']['" in p}
+  assert routed and all((m == 0.5) == ("router" not in p) for p, m in routed.items())
+
+
+def test_readout_and_branches_carry_the_multipliers():
+  """Under mup the logits are the unembedding of the hidden states times 1/m, and each block adds its branches
+  times base_depth/depth; at the base shape (m = 1, depth = base_depth) nothing is scaled."""
+  family = registry.get("gpt")
+  arch = family.ladder(2, vocab_size=12, seq_len=16, aspect_ratio=16, head_dim=8, parametrization="mup",
+                       base_width=8, base_depth=1)
+  model = family.build(arch, 0)
+  tokens = jax.random.randint(jax.random.key(0), (2, 16), 0, 12)
+  x = model.token_embedding(tokens)
+  out, attended, mixed = model.blocks[0].parts(x)
+  unscaled = model.blocks[0].attn(model.blocks[0].attn_norm(x))
+  np.testing.assert_allclose(attended, 0.5 * unscaled, rtol=1e-6)
+  np.testing.assert_allclose(out, x + attended + mixed, rtol=1e-5, atol=1e-6)
+  hidden = model.hidden(tokens)
+  np.testing.assert_allclose(model(tokens), model.unembedding(hidden), rtol=1e-6)
+  base = family.ladder(1, vocab_size=12, seq_len=16, aspect_ratio=16, head_dim=8, parametrization="mup")
+  assert mup.width_mult(base) == 1.0 and mup.branch_multiplier(base) == 1.0
+  with pytest.raises(ValueError, match="parametrization"):
+    family.ladder(1, vocab_size=12, seq_len=16, parametrization="ntk")
