@@ -260,6 +260,29 @@ def moe_vs_dense(path, rows, fit, loss_unit="nats/token"):
   _save(fig, path, (left, right))
 
 
+def loss_vs_lr(path, rows, summary, loss_unit="nats/token"):
+  """Learning-rate transfer (analysis/lr_transfer.py; every point a row of its table: one (parametrization,
+  width, lr), seeds averaged): one panel per parametrization, loss against lr, one line per width, the best
+  lr of each marked."""
+  names = sorted(rows.parametrization.unique())
+  fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.5), sharey=True, squeeze=False)
+  scales = sorted(rows.scale.unique())
+  colors = dict(zip(scales, plt.cm.viridis(np.linspace(0, 0.85, max(len(scales), 1)))))
+  for ax, name in zip(axes[0], names):
+    best = summary["parametrizations"].get(name, {}).get("best", {})
+    for scale, curve in rows[rows.parametrization == name].groupby("scale"):
+      curve = curve.sort_values("lr")
+      ax.plot(curve.lr, curve.final_eval_loss, "o-", color=colors[scale], ms=4, lw=1, label=f"{summary['axis']} {scale:g}")
+      if str(int(scale)) in best:
+        ax.axvline(best[str(int(scale))]["lr"], color=colors[scale], lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_title(f"{name}: loss vs lr (dotted: best lr)", fontsize=9)
+    ax.legend(fontsize=8)
+  axes[0][0].set_ylabel(f"final eval loss ({loss_unit})")
+  _save(fig, path, axes[0])
+
+
 def isoflop(path, drawn, convention="non-embedding"):
   """IsoFLOP sweep (analysis/isoflop_report.py; every point a finished trial). Left: final loss against N per
   budget, each budget's parabola in ln N and its vertex. Right: N* against C = 6ND from the vertices (approach 2)

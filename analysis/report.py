@@ -8,7 +8,9 @@ that repeats data (`data.unique_tokens`) gets the data-constrained law and loss_
 (analysis/data_constrained.py); one declared by FLOP budget (`train.horizon.flops`) gets
 approaches 2 and 3 and isoflop.png (analysis/isoflop_report.py); one with mixture-of-experts
 trials (`model.options.experts`) the routed law, the compute multiplier of each expert count over
-dense and moe_vs_dense.png (analysis/moe_report.py).
+dense and moe_vs_dense.png (analysis/moe_report.py); one that sweeps the learning rate at several
+widths (or depths) the best lr per width under each parametrization and loss_vs_lr.png
+(analysis/lr_transfer.py).
 """
 import argparse
 import os
@@ -21,7 +23,7 @@ import pandas as pd
 from analysis import backtest as backtest_lib
 from analysis import data_constrained, emergence_report
 from analysis import fit as fit_lib
-from analysis import fit_plots, isoflop_report, laws, moe_report, plots
+from analysis import fit_plots, isoflop_report, laws, lr_transfer, moe_report, plots
 from analysis import forecast as forecast_lib
 from analysis import objectives as objectives_lib
 from analysis import prediction_check
@@ -199,6 +201,10 @@ def analyze(directory, params_column="params_non_embedding", compute_column="flo
     summary["moe"], drawn = moe_report.analyze(done, steps, bootstrap)
     plots.moe_vs_dense(os.path.join(out_dir, "moe_vs_dense.png"), drawn["rows"], drawn["fit"],
                        objectives_lib.unit_of(done))
+  if lr_transfer.applies(done):
+    summary["lr_transfer"], drawn = lr_transfer.analyze(done)
+    plots.loss_vs_lr(os.path.join(out_dir, "loss_vs_lr.png"), drawn, summary["lr_transfer"],
+                     objectives_lib.unit_of(done))
   if emergence_report.applies(done):
     summary["emergence"], drawn = emergence_report.analyze(done, params_column, bootstrap)
     if drawn:
@@ -315,6 +321,9 @@ def _markdown(summary, done, excluded, fitted, params_column, spent) -> str:
     lines += [""] + moe_report.markdown(summary["moe"])
     lines.pop()
     files.append("`moe_vs_dense.png`")
+  if "lr_transfer" in summary:
+    lines += [""] + lr_transfer.markdown(summary["lr_transfer"])
+    files.append("`loss_vs_lr.png`")
   if summary.get("emergence"):
     lines += [""] + emergence_report.markdown(summary["emergence"])
     files.append("`emergence.png`")
@@ -388,6 +397,8 @@ def main(argv=None) -> int:
   if "moe" in summary:
     for line in moe_report.console_lines(summary["moe"]):
       print(line)
+  for line in lr_transfer.console_lines(summary["lr_transfer"]) if "lr_transfer" in summary else ():
+    print(line)
   for line in prediction_check.console_lines(summary["prediction_check"]) if "prediction_check" in summary else ():
     print(line)
   for c in summary.get("objectives", {}).get("comparisons", []):

@@ -42,8 +42,8 @@ class GPTConfig(transformer.BlockShape):
 def ladder(depth: int, *, vocab_size: int, seq_len: int, aspect_ratio: int = 64,
            head_dim: int = 64, mlp_ratio: int = 4, attention_impl: str = "xla", cross_entropy_impl: str = "xla",
            experts: int = 0, top_k: int = 1, capacity_factor: float = 1.25, router_aux: float = 0.01,
-           router_z: float = 0.001, parametrization: str = "sp", base_width: int | None = None,
-           base_depth: int | None = None, base_head_dim: int | None = None) -> GPTConfig:
+           router_z: float = 0.001, parametrization: str = "sp", base_width: int = 0,
+           base_depth: int = 0, base_head_dim: int = 0) -> GPTConfig:
   """The size ladder: one integer dial (depth) -> a full architecture. The MoE options keep depth the dial."""
   if depth < 1:
     raise ValueError(f"depth must be >= 1, got {depth}")

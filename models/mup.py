@@ -1,8 +1,8 @@
 """Parametrizations (`model.options.parametrization`): standard (`sp`) or muP with CompleteP's depth rule (`mup`).
 
 muP (Yang et al. 2021, Tensor Programs V, the Adam column of its table 3, in the output-multiplier
-form of the microsoft/mup package), relative to a base shape (`base_width`, default the ladder's
-depth-1 width `aspect_ratio`; `base_head_dim`, default `head_dim`), with m = width / base_width:
+form of the microsoft/mup package), relative to a base shape (`base_width`, 0 or unset: the ladder's
+depth-1 width `aspect_ratio`; `base_head_dim`, 0 or unset: `head_dim`), with m = width / base_width:
 
   hidden weights (two width-sized axes: qkv, attention out, MLP up/down, experts)
                       init variance 1/fan_in, Adam learning rate lr / m
@@ -14,7 +14,7 @@ depth-1 width `aspect_ratio`; `base_head_dim`, default `head_dim`), with m = wid
                       the base head dim, so our ladders, which keep head_dim and add heads, see no change)
 
 Depth: CompleteP (Dey et al. 2025) with alpha = 1: every residual branch is multiplied by
-base_depth / depth (`base_depth`, default 1), the residual projections lose sp's 1/sqrt(2 depth) init
+base_depth / depth (`base_depth`, 0 or unset: 1), the residual projections lose sp's 1/sqrt(2 depth) init
 factor (the multiplier replaces it), and for alpha = 1 the learning rates, weight decay and init need no
 depth correction. Adam's epsilon is left alone (1e-8 sits far below these gradients; CompleteP scales it
 only where it does not). At the base shape (m = 1, depth = base_depth) mup and sp differ only in the
@@ -34,8 +34,8 @@ def check(parametrization: str, base_width, base_depth, base_head_dim) -> None:
   if parametrization not in PARAMETRIZATIONS:
     raise ValueError(f"parametrization {parametrization!r}: one of {', '.join(PARAMETRIZATIONS)}")
   for name, value in (("base_width", base_width), ("base_depth", base_depth), ("base_head_dim", base_head_dim)):
-    if value is not None and (not isinstance(value, int) or value < 1):
-      raise ValueError(f"{name} {value!r}: a positive integer")
+    if not isinstance(value, int) or value < 0:
+      raise ValueError(f"{name} {value!r}: a positive integer (0: the default)")
 
 
 def is_mup(cfg) -> bool:

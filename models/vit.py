@@ -52,8 +52,8 @@ class ViTConfig(transformer.BlockShape):
 
 def ladder(depth: int, *, image_shape, num_classes: int = 0, objective: str = "classify", aspect_ratio: int = 32,
            head_dim: int = 16, patch_size: int = 4, mlp_ratio: int = 4, attention_impl: str = "xla",
-           parametrization: str = "sp", base_width: int | None = None, base_depth: int | None = None,
-           base_head_dim: int | None = None) -> ViTConfig:
+           parametrization: str = "sp", base_width: int = 0, base_depth: int = 0,
+           base_head_dim: int = 0) -> ViTConfig:
   """The size ladder: one integer dial (depth) -> a full architecture."""
   if depth < 1:
     raise ValueError(f"depth must be >= 1, got {depth}")
