@@ -40,9 +40,9 @@ def sweep_file(directory: str, config: str, sizes: list, seeds: int, tokens: int
   return path
 
 
-def run(path: str, directory: str) -> tuple:
-  """(wall seconds of `sweeps run`, {trial id: final eval loss})."""
-  out = tempfile.mkdtemp(dir=directory)
+def run(path: str, directory: str, keep: str | None = None) -> tuple:
+  """(wall seconds of `sweeps run`, {trial id: final eval loss}); the sweep directory goes under `keep` if given."""
+  out = tempfile.mkdtemp(dir=keep or directory)
   env = {**os.environ, "SCALING_JAX_CACHE": tempfile.mkdtemp(dir=directory)}
   start = time.time()
   subprocess.run([sys.executable, "-m", "sweeps", "run", path, "--out", out, "--no-progress", "--no-analysis"],
@@ -63,6 +63,7 @@ def main():
   parser.add_argument("--seeds", type=int, default=8)
   parser.add_argument("--tokens", type=int, default=None, help="tokens per trial (default: the config's)")
   parser.add_argument("--rounds", type=int, default=1)
+  parser.add_argument("--keep", default=None, help="keep the runs' sweep directories under this directory")
   args = parser.parse_args()
   sizes = [int(s) for s in args.sizes.split(",")]
   walls = {False: [], True: []}
@@ -71,7 +72,7 @@ def main():
     for round_ in range(args.rounds):
       results = {}
       for pack in (False, True):
-        wall, losses = run(files[pack], tmp)
+        wall, losses = run(files[pack], tmp, args.keep)
         walls[pack].append(wall)
         results[pack] = losses
         print(f"round {round_ + 1} {'packed    ' if pack else 'sequential'}: {len(losses)} trials, {wall:.1f} s",
