@@ -45,7 +45,7 @@ def test_a_damaged_timeline_is_set_aside_and_counting_starts_again(tmp_path, con
 
 WORK_STEPS, CHECKPOINT_EVERY = 300, 20
 # The mean gap between kills, as a multiple of the unkilled run's productive seconds: with the seed below the
-# gaps are 0.07, 0.23, 0.84, 1.32, ... of them, so on any machine two kills land during the imports, one
+# gaps are 0.07, 0.23, 0.84, 1.32, ... of them, so on any machine two kills land early (imports, setup), one
 # mid-trial (after a checkpoint, before the end) and the next launch has time to finish.
 MTBF_PER_WORK, SEED = 0.6, 3
 
