@@ -1,8 +1,13 @@
 """Run in a subprocess with 8 fake CPU devices: the same trial on several meshes.
 
+  python tests/mesh_equivalence.py [gpt] [moe] [vit] [--dtype bfloat16]
+
 Prints one JSON line: per mesh, the per-step training losses and the
-PartitionSpec of a few parameters, for tests/test_mesh.py to compare.
+PartitionSpec of a few parameters, for tests/test_mesh.py to compare. The
+groups named (all three if none) run; tests/test_mesh.py splits them over
+two processes that run at once, since the runs are mostly compiles.
 """
+import argparse
 import json
 import os
 import sys
@@ -32,13 +37,20 @@ def _train(config, run_dir, mesh):
 
 
 def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument("groups", nargs="*", help="gpt, moe, vit (default: all)")
+  parser.add_argument("--dtype", default="float32", help="train.compute_dtype")
+  args = parser.parse_args()
+  groups = args.groups or ["gpt", "moe", "vit"]
+  if set(groups) - {"gpt", "moe", "vit"}:
+    parser.error(f"unknown group(s) {sorted(set(groups) - {'gpt', 'moe', 'vit'})}")
   runtime_lib.configure_jax()
   gpt = {
       "model": {"family": "gpt", "size": 1, "options": {"aspect_ratio": 32, "head_dim": 8}},
       "data": {"kind": "markov", "vocab_size": 8, "order": 2, "mix": [0.2, 0.3, 0.5]},
       "train": {"seq_len": 16, "batch_size": 16, "horizon": {"tokens": 20 * 16 * 16}, "eval_every": 20,
                 "eval_batches": 1,
-                "compute_dtype": sys.argv[1] if len(sys.argv) > 1 else "float32"},
+                "compute_dtype": args.dtype},
       "optimizer": {"lr": 1e-2, "warmup_steps": 2},
   }
   config = TrialSpec.model_validate(gpt).model_dump(mode="json")
@@ -47,9 +59,9 @@ def main():
       **gpt["model"]["options"], "experts": 4, "top_k": 2, "capacity_factor": 1.0}}}).model_dump(mode="json")
   results = {}
   with tempfile.TemporaryDirectory() as tmp:
-    for name in ("single", "data8", "data2_fsdp4", "fsdp2_tensor4"):
+    for name in ("single", "data8", "data2_fsdp4", "fsdp2_tensor4") if "gpt" in groups else ():
       results[name] = _train(config, os.path.join(tmp, name), MESHES[name])
-    for name in ("single", "data2_expert4", "expert4_tensor2"):
+    for name in ("single", "data2_expert4", "expert4_tensor2") if "moe" in groups else ():
       results[f"moe_{name}"] = _train(moe, os.path.join(tmp, f"moe_{name}"), MESHES[name])
     # A ViT with a random-mask objective: image batches (a dict of uint8 images and labels) split the same way.
     vit = TrialSpec.model_validate({
@@ -59,7 +71,7 @@ def main():
                   "eval_batches": 1, "evaluators": []},
         "optimizer": {"lr": 1e-2, "warmup_steps": 2},
     }).model_dump(mode="json")
-    for name in ("single", "fsdp2_tensor4"):
+    for name in ("single", "fsdp2_tensor4") if "vit" in groups else ():
       results[f"vit_{name}"] = _train(vit, os.path.join(tmp, f"vit_{name}"), MESHES[name])
   print(json.dumps(results))
 

@@ -26,6 +26,7 @@ train:
   eval_batches: 2
   inject_nan_at_step: {nan}
 optimizer: {{lr: 1e-2, warmup_steps: 5}}
+seed: {seed}
 runtime: {{flush_every: 1, checkpoint_every: {checkpoint_every}, tensorboard: false}}
 """
 # A mixture-of-experts GPT (4 experts, top-2, tokens dropped at capacity) on a task mixed into the
@@ -59,10 +60,10 @@ runtime: {{flush_every: 1, checkpoint_every: {checkpoint_every}, tensorboard: fa
 STEPS = 60
 
 
-def sweep_file(tmp_path, name="t", size="1", steps=STEPS, checkpoint_every=5, nan="null", template=TRIAL):
+def sweep_file(tmp_path, name="t", size="1", steps=STEPS, checkpoint_every=5, nan="null", seed="0", template=TRIAL):
   return write(tmp_path, f"{name}.yaml", template.format(name=name, size=size, tokens=steps * 8 * 16,
                                                          examples=steps * 8, checkpoint_every=checkpoint_every,
-                                                         nan=nan))
+                                                         nan=nan, seed=seed))
 
 
 def launch(path, out):
@@ -144,7 +145,8 @@ def test_sigterm_saves_a_checkpoint_before_exit(tmp_path):
 
 
 def test_killed_sweep_relaunched_runs_every_trial_exactly_once(tmp_path):
-  path = sweep_file(tmp_path, name="ladder", size="[1, 2, 3]", steps=40, checkpoint_every=10)
+  # Three trials that differ by seed only: one compiled step serves them all.
+  path = sweep_file(tmp_path, name="ladder", seed="[0, 1, 2]", steps=40, checkpoint_every=10)
   trials = expand.load(path).trials
   out = tmp_path / "runs"
   dirs = [str(out / "ladder" / t.id) for t in trials]
@@ -192,7 +194,7 @@ def test_injected_nan_marks_the_trial_diverged_and_the_sweep_finishes(tmp_path):
 
 
 def test_two_concurrent_launches_never_run_a_trial_twice(tmp_path):
-  path = sweep_file(tmp_path, name="both", size="[1, 2, 3]", steps=30, checkpoint_every=10)
+  path = sweep_file(tmp_path, name="both", seed="[0, 1, 2]", steps=30, checkpoint_every=10)  # one compiled step
   out = tmp_path / "runs"
   processes = [launch(path, out), launch(path, out)]
   for process in processes:
@@ -225,7 +227,7 @@ def test_a_crashing_trial_is_retried_then_marked_failed_and_the_sweep_goes_on(tm
   from sweeps import local, rundir
   corpus = tmp_path / "corpus.txt"
   corpus.write_text("abcdefgh" * 200)
-  text_trial = TRIAL.format(name="crash", size=1, tokens=10 * 8 * 16, checkpoint_every=0, nan="null").replace(
+  text_trial = TRIAL.format(name="crash", size=1, tokens=10 * 8 * 16, checkpoint_every=0, nan="null", seed=0).replace(
       "data: {kind: markov, vocab_size: 8, order: 2, mix: [0.2, 0.3, 0.5]}",
       f"data: [{{kind: text, path: {corpus}}}, {{kind: markov, vocab_size: 8, order: 2, mix: [0.2, 0.3, 0.5]}}]")
   sweep = expand.load(write(tmp_path, "crash.yaml", text_trial))

@@ -13,11 +13,40 @@ from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")
-def runs():
-  script = os.path.join(ROOT, "tests", "mesh_equivalence.py")
-  result = subprocess.run([sys.executable, script], cwd=ROOT, capture_output=True, text=True, timeout=600)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return json.loads(result.stdout.strip().splitlines()[-1])
+def scripts(tmp_path_factory):
+  """Both scripts started at once, the mesh runs split in two processes (gpt and vit, moe) beside the resume:
+  each is mostly compiles that leave a core idle, so together they use both; output goes to files (a full
+  pipe would stall a process nobody is reading yet)."""
+  logs = tmp_path_factory.mktemp("mesh_scripts")
+  commands = {"gpt_vit": ["mesh_equivalence.py", "gpt", "vit"], "moe": ["mesh_equivalence.py", "moe"],
+              "resume": ["mesh_resume.py"]}
+  processes = {}
+  for name, (script, *args) in commands.items():
+    out, err = (open(logs / f"{name}.{kind}", "w+") for kind in ("out", "err"))
+    processes[name] = (subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", script), *args], cwd=ROOT,
+                                        stdout=out, stderr=err, text=True), out, err)
+  yield processes
+  for process, out, err in processes.values():
+    if process.poll() is None:
+      process.kill()
+    process.wait()
+    out.close()
+    err.close()
+
+
+def _result(processes, name):
+  """The one JSON line a script printed, once it has exited 0."""
+  process, out, err = processes[name]
+  process.wait(timeout=600)
+  err.seek(0)
+  assert process.returncode == 0, err.read()[-3000:]
+  out.seek(0)
+  return json.loads(out.read().strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def runs(scripts):
+  return {k: v for name in ("gpt_vit", "moe") for k, v in _result(scripts, name).items()}
 
 
 def test_every_mesh_gives_the_single_device_loss_curve(runs):
@@ -74,11 +103,8 @@ def test_mesh_shapes():
     mesh_lib.mesh_shape({"data": -1, "fsdp": 3, "tensor": 1}, 8)
 
 
-def test_a_trial_checkpointed_on_8_devices_resumes_on_4_and_on_1():
-  script = os.path.join(ROOT, "tests", "mesh_resume.py")
-  result = subprocess.run([sys.executable, script], cwd=ROOT, capture_output=True, text=True, timeout=600)
-  assert result.returncode == 0, result.stderr[-3000:]
-  runs = json.loads(result.stdout.strip().splitlines()[-1])
+def test_a_trial_checkpointed_on_8_devices_resumes_on_4_and_on_1(scripts):
+  runs = _result(scripts, "resume")
   full = np.array(runs["full"])
   assert len(full) == 20
   for name, devices in (("to4", 4), ("to1", 1)):

@@ -12,7 +12,9 @@ from models import counting, gpt, moe, registry, transformer
 SMALL = dict(vocab_size=16, seq_len=8, aspect_ratio=32, head_dim=8)
 
 
+@nnx.jit
 def _forward(model, tokens):
+  """Logits and what the layers sowed; jitted: eager, the routing's many small ops cost seconds each forward."""
   return nnx.capture(lambda m, t: m(t), nnx.Intermediate)(model, tokens)
 
 
@@ -110,7 +112,7 @@ def test_gradients_reach_the_router_and_every_chosen_expert():
     aux, _ = moe.collect(sown)
     return jnp.mean(logits ** 2) + aux
 
-  grads = jax.grad(loss)(params)
+  grads = jax.jit(jax.grad(loss))(params)
   layer = grads["blocks"][0]["mlp"]
   assert float(jnp.abs(layer["router"][...]).sum()) > 0
   assert (jnp.abs(layer["up"][...]).sum(axis=(1, 2)) > 0).all()  # 32 assignments over 4 experts reach all
