@@ -5,10 +5,13 @@ layer's activations grow with width once the first updates land (the readout's l
   python -m scaling.coord_check [--widths 32,64,128,256,512] [--depth 2] [--steps 4] [--lr 3e-2] [--out FILE.csv]
 
 Each row: parametrization, width, depth, seed, step (0 = at init), layer (embedding, each block's
-attention and MLP branch as added to the residual stream and its output, logits), mean |activation| and
-mean |activation - its value at init| on one fixed batch. The change is what muP keeps width-independent
-(the updates' effect); the size at init is the same under both. The trainer's own optimizer (scaling/train.make_optimizer with the parametrization's learning-rate
-multipliers) and objective take each step, on the synthetic Markov language.
+attention and MLP branch as added to the residual stream and its output, the final residual stream,
+logits), mean |activation| and mean |activation - its value at init| on one fixed batch. The change is
+what muP keeps width-independent (the updates' effect); the size at init is the same under both. The
+trainer's own optimizer (scaling/train.make_optimizer with the parametrization's learning-rate
+multipliers) and objective take each step, on the synthetic Markov language. Against depth (--depths),
+CompleteP makes each block's own change shrink as 1/depth while the final residual stream and the
+logits stay put.
 """
 import argparse
 
@@ -37,6 +40,7 @@ def gpt_activations(model, tokens) -> dict:
   for i, block in enumerate(model.blocks):
     x, out[f"block{i}.attn"], out[f"block{i}.mlp"] = block.parts(x)
     out[f"block{i}"] = x
+  out["residual"] = x  # the last block's output: the stream the readout sees, at any depth
   out["logits"] = model(tokens)
   return out
 
@@ -110,7 +114,7 @@ def main():
   if args.out:
     frame.to_csv(args.out, index=False)
   for parametrization, part in frame.groupby("parametrization"):
-    print(f"{parametrization}: slope of log mean|activation| vs log {against} at step {args.steps} ({span}): "
+    print(f"{parametrization}: slope of log mean |activation change| vs log {against} at step {args.steps} ({span}): "
           + ", ".join(f"{k} {v:+.2f}" for k, v in slopes(part, args.steps, against).items()))
 
 

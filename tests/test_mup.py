@@ -25,7 +25,7 @@ def coords():
 def test_coordinates_are_flat_in_width_under_mup_and_grow_under_sp(coords):
   mup_slopes, sp_slopes = (coord_check.slopes(coords[p], STEPS) for p in ("mup", "sp"))
   assert set(mup_slopes.index) == {"embedding", "block0", "block0.attn", "block0.mlp", "block1", "block1.attn",
-                                   "block1.mlp", "logits"}
+                                   "block1.mlp", "residual", "logits"}
   # How much each layer's activations moved since init, against width: flat under mup (measured +0.09 at
   # most, -0.18 at least), growing under sp (+0.95 to +1.76 for the blocks).
   assert mup_slopes.max() < 0.25 and mup_slopes.min() > -0.3, mup_slopes
