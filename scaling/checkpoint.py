@@ -50,9 +50,10 @@ class Checkpoints:
     return step
 
   def saved_steps(self) -> frozenset:
-    """The steps this trial could resume from: every checkpoint's ({0} if none); CheckpointError if the latest
-    is damaged."""
-    return frozenset(self._manager.all_steps()) if self.latest_step() is not None else frozenset({0})
+    """The steps this trial could resume from: every checkpoint's, and 0 (starting over, which redoes the same
+    steps exactly); CheckpointError if the latest is damaged."""
+    latest = self.latest_step()
+    return frozenset(self._manager.all_steps()) | {0} if latest is not None else frozenset({0})
 
   def drop_after(self, step: int) -> None:
     """Deletes the checkpoints past `step`: a trial resumed from `step` redoes those steps and saves them again."""

@@ -71,13 +71,19 @@ def stacked_shardings(shardings, size: int):
                       is_leaf=lambda s: isinstance(s, NamedSharding))
 
 
-def groups(trials: list, saved_steps, max_trials: int) -> list:
+def groups(trials: list, saved_steps, max_trials: int, previous_pack=lambda trial: None) -> list:
   """The trials in packs, in order of each pack's first trial: same pack key, at most `max_trials`, and a
-  step that each can resume from (`saved_steps(trial)`: its checkpoints' steps, {0} if none). So a pack
-  killed between its trials' saves packs again, and every trial continues from a step it saved."""
+  step that each can resume from (`saved_steps(trial)`: its checkpoints' steps and 0; empty if unusable).
+
+  A trial that ran in a pack (`previous_pack(trial)`: the ids of that pack, None if it ran alone or never)
+  packs again with the rest of that pack only, which resumes from the latest step all of them saved: the
+  same program, so a killed pack continues bit-exactly even when the kill fell between its trials' saves.
+  Other trials pack with those whose latest checkpoint is at the same step, so none starts over.
+  """
   packs = []  # [pack key, steps in common, trials]
   for trial in trials:
-    key, steps = pack_key(trial.config()), saved_steps(trial)
+    steps, previous = saved_steps(trial), previous_pack(trial)
+    key = (pack_key(trial.config()), previous if previous is not None else max(steps, default=None))
     for entry in packs:
       if entry[0] == key and len(entry[2]) < max_trials and entry[1] & steps:
         entry[1], entry[2] = entry[1] & steps, entry[2] + [trial]

@@ -351,11 +351,11 @@ def train_pack(configs: list, run_dirs: list, progress: bool = True, runtime: di
   entered = time.time()
   if len(configs) > 1 and (staged is not None or jax.process_count() > 1):
     raise ValueError("packed trials run in one process with local run directories")
-  members = []
+  members, origin = [], timeline_lib.attempt_origin(entered)  # one start for every trial of the pack
   for config, run_dir in zip(configs, run_dirs):
     previous_mesh = _previous_mesh(run_dir)  # Read before this attempt's summary replaces it.
     os.makedirs(run_dir, exist_ok=True)
-    timeline = timeline_lib.Timeline(run_dir, timeline_lib.attempt_origin(entered), enabled=distributed.is_writer())
+    timeline = timeline_lib.Timeline(run_dir, origin, enabled=distributed.is_writer())
     if timeline.damaged:
       logs.warning(f"{timeline.path}: damaged; kept beside it as timeline.json.damaged-*, goodput counts from this "
                    f"attempt")
@@ -532,13 +532,10 @@ def _train(members, progress, runtime, staged) -> list:
   for m in members:
     m.checkpoints = checkpoint_lib.Checkpoints(m.run_dir, keep=runtime["keep_checkpoints"],
                                                directory=staged.checkpoint_dir if staged else None)
-  # The latest step every trial of the pack has a checkpoint at (one trial: its latest). A kill can land
-  # between the trials' saves; the trials ahead drop their later checkpoints and redo those steps exactly.
-  common = frozenset.intersection(*[m.checkpoints.saved_steps() for m in members])
-  if not common:
-    raise ValueError(f"packed trials {[m.trial_id for m in members]} have no checkpoint step in common; "
-                     f"sweeps pack trials by the steps they can resume from")
-  start_step = max(common)
+  # The latest step every trial of the pack has a checkpoint at (one trial: its latest; 0, starting over, is
+  # always one). A kill can land between the trials' saves; the trials ahead drop their later checkpoints and
+  # redo those steps exactly, in the same program.
+  start_step = max(frozenset.intersection(*[m.checkpoints.saved_steps() for m in members]))
   restored = []
   for m in members:
     m.start_step = start_step
@@ -602,7 +599,7 @@ def _train(members, progress, runtime, staged) -> list:
     return fetched
 
   def stop(m, status, reason, at_step):
-    m.status, m.reason, m.end_step = status, reason, at_step
+    m.status, m.reason = status, reason
     m.timeline.add("steps", time.time() - steps_clock)
     m.timeline.reached(at_step)
     finish(m, at_step)
@@ -617,14 +614,16 @@ def _train(members, progress, runtime, staged) -> list:
           rows[t].update(evaluator.run(pack.member(params, t, size)))
     return rows
 
-  def save(step, wait=False):
-    with _Timed(timelines, "checkpoint"):
+  def save(step, wait=False, of=None):
+    """Checkpoints the running trials (or only trial `of`), after pushing a staged run's other files."""
+    saving = [of] if of is not None else running()
+    with _Timed(timelines if of is None else of.timeline, "checkpoint"):
       if staged is not None:
         staged.sync()
-      for t, m in enumerate(members):
-        if m.status == "running":
-          m.checkpoints.save(step, state_of(t), wait=wait)
-    timelines.saved()
+      for m in saving:
+        m.checkpoints.save(step, state_of(members.index(m)), wait=wait)
+    for m in saving:
+      m.timeline.saved()
 
   def finish(m, step):
     """Closes a trial that stopped (diverged, flagged) or ended: final eval if done, last save, summary."""
@@ -637,9 +636,7 @@ def _train(members, progress, runtime, staged) -> list:
       if not any(r.get("eval_loss") is not None and r["step"] == step for r in metrics_lib.read_metrics(m.metrics_path)):
         m.writer.write([m.last_eval])
     if m.status in ("done", "flagged") and m.checkpoints.latest_step() != step:  # a flagged trial may be resumed
-      with _Timed(m.timeline, "checkpoint"):
-        m.checkpoints.save(step, state_of(t))
-      m.timeline.saved()
+      save(step, of=m)
     with _Timed(m.timeline, "checkpoint"):  # Waits for the asynchronous writes still in flight.
       m.checkpoints.close()
     m.writer.close()
@@ -718,7 +715,6 @@ def _train(members, progress, runtime, staged) -> list:
   if bar is not None:
     bar.close()
   for m in running():
-    m.end_step = step
     finish(m, step)
   return [m.summary for m in members]
 

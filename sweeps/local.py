@@ -26,11 +26,6 @@ from scaling import logs
 from sweeps import claims, rundir
 from sweeps.rundir import log_attempt, mark_failed, os_problem, read_summary, state_of, sweep_dir, write_manifest
 
-def run_trial(trial, run_dir: str, runtime: dict, progress: bool) -> str:
-  """Trains one claimed trial; retries crashes, then records `failed` with the error."""
-  return run_pack([trial], [run_dir], runtime, progress)[trial.id]
-
-
 def run_pack(trials: list, run_dirs: list, runtime: dict, progress: bool) -> dict:
   """Trains claimed trials as one packed program (one trial: the ordinary case); retries crashes, then
   records `failed` with the error. Returns {trial id: state}."""
@@ -156,7 +151,11 @@ def _packs(trials: list, todo: list, directory: str, runtime: dict) -> list:
     except (checkpoint_lib.CheckpointError, OSError):  # Alone: its own run says what is wrong.
       return frozenset()
 
-  return pack_lib.groups(todo, saved_steps, runtime["pack_max_trials"])
+  def previous_pack(trial):
+    partners = (read_summary(os.path.join(directory, trial.id)) or {}).get("packed_with")
+    return frozenset([trial.id, *partners]) if isinstance(partners, list) else None
+
+  return pack_lib.groups(todo, saved_steps, runtime["pack_max_trials"], previous_pack)
 
 
 def _claim(run_dir: str, state: str, finished: tuple, say) -> tuple:
