@@ -16,7 +16,7 @@ sp where unset) and width:
 import numpy as np
 import pandas as pd
 
-LR, PARAMETRIZATION = "config.optimizer.lr", "arch.parametrization"
+LR, PARAMETRIZATION, DEPTH_ALPHA = "config.optimizer.lr", "arch.parametrization", "arch.depth_alpha"
 
 
 def _scale_axis(done: pd.DataFrame):
@@ -28,11 +28,19 @@ def _scale_axis(done: pd.DataFrame):
   return None
 
 
+def _parametrization(done: pd.DataFrame) -> pd.Series:
+  """Each trial's parametrization, "mup alpha=0.5" where muP's depth exponent is not CompleteP's 1."""
+  names = done.get(PARAMETRIZATION, pd.Series("sp", index=done.index)).fillna("sp").astype(str)
+  alpha = pd.to_numeric(done.get(DEPTH_ALPHA, pd.Series(1.0, index=done.index)), errors="coerce").fillna(1.0)
+  other = (names == "mup") & (alpha != 1.0)
+  return names.where(~other, names + " alpha=" + alpha.map("{:g}".format))
+
+
 def table(done: pd.DataFrame) -> pd.DataFrame:
   """(parametrization, scale, lr) -> mean final eval loss over seeds, its seed count."""
   axis = _scale_axis(done)
   rows = pd.DataFrame({
-      "parametrization": done.get(PARAMETRIZATION, pd.Series("sp", index=done.index)).fillna("sp").astype(str),
+      "parametrization": _parametrization(done),
       "scale": pd.to_numeric(done[f"arch.{axis}"], errors="coerce"),
       "lr": pd.to_numeric(done[LR], errors="coerce"),
       "loss": pd.to_numeric(done["final_eval_loss"], errors="coerce")}).dropna()

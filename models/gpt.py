@@ -35,6 +35,7 @@ class GPTConfig(transformer.BlockShape):
   base_width: int = 0
   base_depth: int = 1
   base_head_dim: int = 0
+  depth_alpha: float = 1.0
   causal = True  # Not fields: what makes the blocks a GPT's.
   rotary = True
 
@@ -43,26 +44,31 @@ def ladder(depth: int, *, vocab_size: int, seq_len: int, aspect_ratio: int = 64,
            head_dim: int = 64, mlp_ratio: int = 4, attention_impl: str = "xla", cross_entropy_impl: str = "xla",
            experts: int = 0, top_k: int = 1, capacity_factor: float = 1.25, router_aux: float = 0.01,
            router_z: float = 0.001, parametrization: str = "sp", base_width: int = 0,
-           base_depth: int = 0, base_head_dim: int = 0) -> GPTConfig:
-  """The size ladder: one integer dial (depth) -> a full architecture. The MoE options keep depth the dial."""
+           base_depth: int = 0, base_head_dim: int = 0, depth_alpha: float = 1.0, width: int = 0) -> GPTConfig:
+  """The size ladder: one integer dial (depth) -> a full architecture. `width` > 0 fixes the width of every
+  rung (a depth-only ladder, for depth studies); 0 grows it as aspect_ratio * depth. The MoE options keep depth the dial."""
   if depth < 1:
     raise ValueError(f"depth must be >= 1, got {depth}")
   if experts < 0 or (experts and not 1 <= top_k <= experts):
     raise ValueError(f"experts {experts}, top_k {top_k}: need experts >= 0 and 1 <= top_k <= experts")
   if capacity_factor < 0 or router_aux < 0 or router_z < 0:
     raise ValueError("capacity_factor, router_aux and router_z must be >= 0")
-  mup.check(parametrization, base_width, base_depth, base_head_dim)
+  mup.check(parametrization, base_width, base_depth, base_head_dim, depth_alpha)
   if cross_entropy_impl not in ("xla", "auto", "pallas", "pallas_interpret"):
     raise ValueError(f"cross_entropy_impl {cross_entropy_impl!r}: one of xla, auto, pallas, pallas_interpret")
-  width = aspect_ratio * depth
+  if width < 0:
+    raise ValueError(f"width {width}: 0 (width = aspect_ratio * depth) or the fixed width of every rung")
+  depth_1_width = width or aspect_ratio
+  width = width or aspect_ratio * depth
   if width % head_dim:
-    raise ValueError(f"width {width} (= aspect_ratio * depth) is not a multiple of head_dim {head_dim}")
+    raise ValueError(f"width {width} is not a multiple of head_dim {head_dim}")
   return GPTConfig(vocab_size=vocab_size, seq_len=seq_len, depth=depth, width=width,
                    n_heads=width // head_dim, mlp_ratio=mlp_ratio, attention_impl=attention_impl,
                    cross_entropy_impl=cross_entropy_impl, experts=experts, top_k=top_k if experts else 1, capacity_factor=float(capacity_factor),
                    router_aux=float(router_aux), router_z=float(router_z), parametrization=parametrization,
-                   base_width=base_width or aspect_ratio, base_depth=base_depth or 1,
-                   base_head_dim=base_head_dim or head_dim)
+                   base_width=base_width or depth_1_width, base_depth=base_depth or 1,
+                   base_head_dim=base_head_dim or head_dim,
+                   depth_alpha=float(depth_alpha))
 
 
 class GPT(nnx.Module):

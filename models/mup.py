@@ -13,10 +13,12 @@ depth-1 width `aspect_ratio`; `base_head_dim`, 0 or unset: `head_dim`), with m =
   attention           logits times sqrt(base_head_dim) / head_dim (1/d; equal to sp's 1/sqrt(d) at
                       the base head dim, so our ladders, which keep head_dim and add heads, see no change)
 
-Depth: CompleteP (Dey et al. 2025) with alpha = 1: every residual branch is multiplied by
-base_depth / depth (`base_depth`, 0 or unset: 1), the residual projections lose sp's 1/sqrt(2 depth) init
-factor (the multiplier replaces it), and for alpha = 1 the learning rates, weight decay and init need no
-depth correction. Adam's epsilon is left alone (1e-8 sits far below these gradients; CompleteP scales it
+Depth: CompleteP (Dey et al. 2025), with `depth_alpha` (alpha, default 1) in [1/2, 1]: every residual
+branch is multiplied by (base_depth / depth)^alpha (`base_depth`, 0 or unset: 1), the residual projections
+lose sp's 1/sqrt(2 depth) init factor (the multiplier replaces it), and the hidden weights' Adam learning
+rate is multiplied by (base_depth / depth)^(1 - alpha). alpha = 1 is CompleteP (no learning-rate change
+with depth); alpha = 1/2 is depth-muP (Yang et al. 2023, Bordelon et al. 2023: branches 1/sqrt(depth),
+hidden learning rates 1/sqrt(depth)). Weight decay and init need no further depth correction. Adam's epsilon is left alone (1e-8 sits far below these gradients; CompleteP scales it
 only where it does not). At the base shape (m = 1, depth = base_depth) mup and sp differ only in the
 residual projections' and the readout's init.
 
@@ -29,10 +31,12 @@ PARAMETRIZATIONS = ("sp", "mup")
 WIDTH_AXES = ("embed", "heads", "mlp")  # logical axes whose size grows with the width
 
 
-def check(parametrization: str, base_width, base_depth, base_head_dim) -> None:
+def check(parametrization: str, base_width, base_depth, base_head_dim, depth_alpha=1.0) -> None:
   """ValueError unless the options make sense (the ladder calls this)."""
   if parametrization not in PARAMETRIZATIONS:
     raise ValueError(f"parametrization {parametrization!r}: one of {', '.join(PARAMETRIZATIONS)}")
+  if not isinstance(depth_alpha, (int, float)) or not 0.5 <= depth_alpha <= 1:
+    raise ValueError(f"depth_alpha {depth_alpha!r}: CompleteP's alpha, between 0.5 (depth-muP) and 1 (CompleteP)")
   for name, value in (("base_width", base_width), ("base_depth", base_depth), ("base_head_dim", base_head_dim)):
     if not isinstance(value, int) or value < 0:
       raise ValueError(f"{name} {value!r}: a positive integer (0: the default)")
@@ -46,9 +50,13 @@ def width_mult(cfg) -> float:
   return cfg.width / cfg.base_width if is_mup(cfg) else 1.0
 
 
+def depth_mult(cfg) -> float:
+  return cfg.depth / cfg.base_depth if is_mup(cfg) else 1.0
+
+
 def branch_multiplier(cfg):
-  """What each residual branch is multiplied by: base_depth / depth under mup, None (nothing) under sp."""
-  return cfg.base_depth / cfg.depth if is_mup(cfg) else None
+  """What each residual branch is multiplied by: (base_depth / depth)^alpha under mup, None (nothing) under sp."""
+  return depth_mult(cfg) ** -cfg.depth_alpha if is_mup(cfg) else None
 
 
 def output_multiplier(cfg):
@@ -76,15 +84,17 @@ def residual_init_divisor(cfg) -> float:
 def lr_multipliers(model: nnx.Module):
   """{parameter path: learning-rate multiplier} for the optimizer, or None under sp.
 
-  A parameter is hidden (multiplier 1/m) when at least two of its logical axes grow with the width.
+  A parameter is hidden (multiplier 1/m, times (base_depth / depth)^(1 - alpha)) when at least two of its
+  logical axes grow with the width.
   """
   cfg = model.cfg
   if not is_mup(cfg):
     return None
+  hidden_multiplier = depth_mult(cfg) ** (cfg.depth_alpha - 1) / width_mult(cfg)
   multipliers = {}
   state = nnx.state(model, nnx.Param)
   for path, variable in jax.tree_util.tree_flatten_with_path(state, is_leaf=lambda x: isinstance(x, nnx.Variable))[0]:
     axes = variable.get_metadata().get("out_sharding") or ()
     hidden = sum(axis in WIDTH_AXES for axis in axes) >= 2
-    multipliers[jax.tree_util.keystr(path)] = 1.0 / width_mult(cfg) if hidden else 1.0
+    multipliers[jax.tree_util.keystr(path)] = hidden_multiplier if hidden else 1.0
   return multipliers

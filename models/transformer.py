@@ -27,9 +27,24 @@ class BlockShape:
     return self.mlp_ratio * self.width
 
 
+class Dense(nnx.Linear):
+  """nnx.Linear as one 2-D matmul over the flattened leading dimensions.
+
+  The same numbers, bit for bit; but differentiating a [batch, seq, d_in] x [d_in, d_out] contraction
+  makes XLA's CPU backend contract the weight gradient over two dimensions, for which it writes a
+  transposed copy of the output's gradient (fused with whatever produced it: the GELU's derivative).
+  In 2-D the weight gradient is a plain [d_in, tokens] x [tokens, d_out] dot: the train step at
+  nanoGPT's CPU configuration runs 1.1-1.25x faster (benchmarks/RESULTS.md).
+  """
+
+  def __call__(self, x):
+    y = super().__call__(x.reshape(-1, x.shape[-1]))
+    return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
 def dense(rngs, d_in, d_out, axes, std):
   init = nnx.with_partitioning(nnx.initializers.normal(std), axes)
-  return nnx.Linear(d_in, d_out, use_bias=False, kernel_init=init, rngs=rngs)
+  return Dense(d_in, d_out, use_bias=False, kernel_init=init, rngs=rngs)
 
 
 def norm(rngs, width):

@@ -34,6 +34,7 @@ class ViTConfig(transformer.BlockShape):
   base_width: int = 0
   base_depth: int = 1
   base_head_dim: int = 0
+  depth_alpha: float = 1.0
   rotary = False
 
   @property
@@ -53,14 +54,18 @@ class ViTConfig(transformer.BlockShape):
 def ladder(depth: int, *, image_shape, num_classes: int = 0, objective: str = "classify", aspect_ratio: int = 32,
            head_dim: int = 16, patch_size: int = 4, mlp_ratio: int = 4, attention_impl: str = "xla",
            parametrization: str = "sp", base_width: int = 0, base_depth: int = 0,
-           base_head_dim: int = 0) -> ViTConfig:
-  """The size ladder: one integer dial (depth) -> a full architecture."""
+           base_head_dim: int = 0, depth_alpha: float = 1.0, width: int = 0) -> ViTConfig:
+  """The size ladder: one integer dial (depth) -> a full architecture. `width` > 0 fixes the width of every
+  rung (a depth-only ladder, for depth studies); 0 grows it as aspect_ratio * depth."""
   if depth < 1:
     raise ValueError(f"depth must be >= 1, got {depth}")
-  mup.check(parametrization, base_width, base_depth, base_head_dim)
-  width = aspect_ratio * depth
+  mup.check(parametrization, base_width, base_depth, base_head_dim, depth_alpha)
+  if width < 0:
+    raise ValueError(f"width {width}: 0 (width = aspect_ratio * depth) or the fixed width of every rung")
+  depth_1_width = width or aspect_ratio
+  width = width or aspect_ratio * depth
   if width % head_dim:
-    raise ValueError(f"width {width} (= aspect_ratio * depth) is not a multiple of head_dim {head_dim}")
+    raise ValueError(f"width {width} is not a multiple of head_dim {head_dim}")
   height, image_width, _ = image_shape
   if patch_size < 1 or height % patch_size or image_width % patch_size:
     raise ValueError(f"patch_size {patch_size} does not divide the {height}x{image_width} image")
@@ -71,8 +76,9 @@ def ladder(depth: int, *, image_shape, num_classes: int = 0, objective: str = "c
   return ViTConfig(image_shape=tuple(image_shape), patch_size=patch_size, depth=depth, width=width,
                    n_heads=width // head_dim, num_classes=num_classes if objective == "classify" else 0,
                    objective=objective, mlp_ratio=mlp_ratio, attention_impl=attention_impl,
-                   parametrization=parametrization, base_width=base_width or aspect_ratio,
-                   base_depth=base_depth or 1, base_head_dim=base_head_dim or head_dim)
+                   parametrization=parametrization, base_width=base_width or depth_1_width,
+                   base_depth=base_depth or 1, base_head_dim=base_head_dim or head_dim,
+                   depth_alpha=float(depth_alpha))
 
 
 class ViT(nnx.Module):

@@ -48,3 +48,19 @@ def test_an_optimum_beyond_the_grid_is_flagged_and_too_few_lrs_do_not_apply():
   assert "(grid edge)" in "\n".join(lr_transfer.markdown(lr_transfer.analyze(done)[0]))
   assert not lr_transfer.applies(done[done["config.optimizer.lr"].isin(LRS[:2])])  # two lrs per width
   assert not lr_transfer.applies(done[done["arch.width"] == 16].drop(columns="arch.depth"))  # one width
+
+
+def test_depth_transfer_keeps_each_depth_exponent_apart():
+  """Across depth at one width, mup with depth_alpha 0.5 is its own curve family beside CompleteP's alpha 1."""
+  rows = []
+  for label, alpha in (("sp", 1.0), ("mup", 1.0), ("mup", 0.5)):
+    for depth in (1, 2, 4, 8):
+      for lr in LRS:
+        optimum = 1e-2 / depth if label == "sp" else 1e-2 * (1 if alpha == 1.0 else depth ** -0.5)
+        rows.append({"arch.width": 32, "arch.depth": depth, "arch.parametrization": label, "arch.depth_alpha": alpha,
+                     "config.optimizer.lr": lr, "final_eval_loss": 2 + 0.05 * np.log(lr / optimum) ** 2, "seed": 0})
+  summary, _ = lr_transfer.analyze(pd.DataFrame(rows))
+  assert summary["axis"] == "depth"
+  exponents = {p: e["exponent"] for p, e in summary["parametrizations"].items()}
+  assert set(exponents) == {"sp", "mup", "mup alpha=0.5"}
+  assert np.isclose(exponents["mup"], 0, atol=1e-6) and np.isclose(exponents["mup alpha=0.5"], -0.5, atol=0.05)
