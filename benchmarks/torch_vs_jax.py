@@ -1,6 +1,6 @@
 """The platform's GPT training throughput against a PyTorch nanoGPT-style model of the same shape.
 
-  python -m benchmarks.torch_vs_jax [--rounds 2] [--steps 300] [--threads 2]
+  python -m benchmarks.torch_vs_jax [--rounds 2] [--steps 300] [--threads 2] [--cpu-dots ynn,eigen]
 
 Both train nanoGPT's CPU configuration (sweeps/configs/shakespeare_baby.yaml: 4 layers, 4 heads,
 width 128, block 64, batch 12, vocab 65 characters of tiny Shakespeare) with AdamW. Each side runs in
@@ -8,8 +8,10 @@ a subprocess of its own with the same thread count, alternating A B A B, and rep
 tokens/s (after its compile or warmup). The platform side is the real trainer, `scaling/train.train`,
 reading `tokens_per_second` from its summary (eval and checkpoints are not in it). The reference
 (written here, in the style of nanoGPT's model.py: learned positions, LayerNorm, biases, tied
-embedding, `scaled_dot_product_attention`) is eager PyTorch. Prints one line per run and the ratio
-platform / PyTorch of the medians. Needs `pip install torch` (a CPU build).
+embedding, `scaled_dot_product_attention`) is eager PyTorch. `--cpu-dots` lists the platform's CPU dot
+libraries to race (scaling/runtime.py's SCALING_CPU_DOTS; each is a side of its own in every round).
+Prints one line per run and the ratio platform / PyTorch of the medians. Needs `pip install torch` (a CPU
+build).
 """
 import argparse
 import json
@@ -109,6 +111,9 @@ def torch_tokens_per_second(steps: int, threads: int, warmup: int = 20) -> float
 def _child(side: str, steps: int, threads: int) -> float:
   # XLA's CPU client uses every core; give PyTorch the same (--threads defaults to the core count).
   env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+  side, _, dots = side.partition(":")
+  if dots:
+    env["SCALING_CPU_DOTS"] = dots
   out = subprocess.run([sys.executable, "-m", "benchmarks.torch_vs_jax", "--child", side, "--steps", str(steps),
                         "--threads", str(threads)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
   if out.returncode != 0:
@@ -121,6 +126,7 @@ def main(argv=None) -> int:
   parser.add_argument("--rounds", type=int, default=2)
   parser.add_argument("--steps", type=int, default=300)
   parser.add_argument("--threads", type=int, default=os.cpu_count())
+  parser.add_argument("--cpu-dots", default="ynn", help="comma-separated SCALING_CPU_DOTS values to race")
   parser.add_argument("--child", choices=["platform", "torch"], default=None)
   args = parser.parse_args(argv)
   if args.child:
@@ -128,13 +134,15 @@ def main(argv=None) -> int:
             else torch_tokens_per_second(args.steps, args.threads))
     print(json.dumps({"tokens_per_second": rate}))
     return 0
-  rates = {"platform": [], "torch": []}
+  sides = [f"platform:{dots}" for dots in args.cpu_dots.split(",")] + ["torch"]
+  rates = {side: [] for side in sides}
   for round_ in range(args.rounds):
-    for side in ("platform", "torch"):
+    for side in sides:
       rates[side].append(_child(side, args.steps, args.threads))
-      print(f"round {round_ + 1} {side:8s} {rates[side][-1]:9.0f} tokens/s", flush=True)
-  ratio = statistics.median(rates["platform"]) / statistics.median(rates["torch"])
-  print(f"platform / PyTorch (medians, {args.threads} threads, {args.steps} steps): {ratio:.2f}x")
+      print(f"round {round_ + 1} {side:15s} {rates[side][-1]:9.0f} tokens/s", flush=True)
+  for side in sides[:-1]:
+    ratio = statistics.median(rates[side]) / statistics.median(rates["torch"])
+    print(f"{side} / PyTorch (medians, {args.threads} threads, {args.steps} steps): {ratio:.2f}x")
   return 0
 
 

@@ -1,13 +1,36 @@
 """Process-wide JAX settings for the command-line entry points."""
 import os
 
+# SCALING_CPU_DOTS: which library XLA's CPU backend runs matrix products with. "ynn" (the default) is
+# XLA's own, YNNPACK fusions, with which every figure the README and the sweep headers state was
+# measured. "eigen" runs the train step at nanoGPT's CPU configuration 1.15x faster here, but rounds
+# differently: trained numbers move at float32 rounding level, enough to reorder rungs whose losses
+# lie within seed noise (benchmarks/RESULTS.md). Only the CPU backend reads it.
+CPU_DOTS = {"eigen": "--xla_cpu_experimental_ynn_fusion_type=", "ynn": ""}
+
+
+def configure_cpu_dots() -> None:
+  """Adds SCALING_CPU_DOTS's XLA flag (default ynn: none) to XLA_FLAGS, unless XLA_FLAGS already picks.
+
+  XLA reads its flags when the backend starts: call this before the first JAX computation. ValueError for
+  an unknown choice.
+  """
+  choice = os.environ.get("SCALING_CPU_DOTS", "ynn")
+  if choice not in CPU_DOTS:
+    raise ValueError(f"SCALING_CPU_DOTS={choice!r}: one of {', '.join(CPU_DOTS)}")
+  flags = os.environ.get("XLA_FLAGS", "")
+  if CPU_DOTS[choice] and "ynn_fusion_type" not in flags:
+    os.environ["XLA_FLAGS"] = f"{flags} {CPU_DOTS[choice]}".strip()
+
 
 def configure_jax() -> None:
-  """Persistent compilation cache: a re-run of a sweep skips most of its compile time.
+  """The CPU dot library (configure_cpu_dots) and a persistent compilation cache: a re-run of a
+  sweep skips most of its compile time.
 
   Keyed by jax version because cached executables are not portable across versions.
   Set SCALING_JAX_CACHE=off to disable, or to a directory to move it.
   """
+  configure_cpu_dots()
   import jax
   where = os.environ.get("SCALING_JAX_CACHE", "")
   if where == "off":

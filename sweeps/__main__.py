@@ -142,6 +142,12 @@ def main(argv=None) -> int:
     return _cluster_run(args, sweep)
 
   from scaling import distributed
+  from scaling import runtime
+  try:
+    runtime.configure_cpu_dots()  # XLA's flags, read when the backend starts
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   try:  # Joins the other hosts' processes, if any; must precede every other JAX use.
     distributed.initialize()
   except distributed.DistributedError as e:
@@ -149,7 +155,6 @@ def main(argv=None) -> int:
     return 2
   from scaling import logs
   from scaling import mesh as mesh_lib
-  from scaling import runtime
   logs.configure()  # Process-tagged log lines when there are several processes.
   from scaling.train import Interrupted
   from sweeps.spec import error_at, read_yaml

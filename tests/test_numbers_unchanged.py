@@ -3,14 +3,18 @@
 Two checks. (1) The quickstart's rungs, shortened to 60 steps, against the
 params_sha256 recorded on the development machine with the loop as it was
 before objectives, batch pytrees and data registries existed (2026-12-01,
-commit 3f05216); float results depend on the CPU's instruction set, so this
-runs only where the CPU and jax match the recording. (2) Everywhere: the
+commit 3f05216) with XLA's default CPU dots (SCALING_CPU_DOTS=ynn); float results
+depend on the CPU's instruction set, so this runs only where the CPU and jax match
+the recording. (2) Everywhere: the
 loop's parameters equal, bit for bit, those of a plain jitted AdamW loop on the
 same batches written here from scratch.
 """
 import hashlib
+import json
 import os
 import platform
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -53,13 +57,25 @@ def quickstart_rungs(steps=STEPS):
     yield config
 
 
+def quickstart_hashes(out_dir) -> dict:
+  """{depth: params_sha256} of the shortened quickstart rungs trained in this process."""
+  return {config["model"]["size"]: train_lib.train(config, os.path.join(out_dir, str(config["model"]["size"])),
+                                                   progress=False, runtime=QUIET_RUNTIME)["params_sha256"]
+          for config in quickstart_rungs()}
+
+
 @pytest.mark.skipif(machine_fingerprint() != RECORDED_MACHINE,
                     reason=f"hashes recorded on machine {RECORDED_MACHINE}; this one is {machine_fingerprint()}")
 def test_quickstart_rungs_match_the_pre_refactor_hashes(tmp_path):
-  for config in quickstart_rungs():
-    summary = train_lib.train(config, str(tmp_path / str(config["model"]["size"])), progress=False,
-                              runtime=QUIET_RUNTIME)
-    assert summary["params_sha256"] == RECORDED[config["model"]["size"]], config["model"]["size"]
+  # Recorded with XLA's default CPU dots (YNNPACK): in a process of their own that uses them.
+  flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "ynn_fusion_type" not in f)
+  code = ("import json, sys; from tests.test_numbers_unchanged import quickstart_hashes; "
+          "print(json.dumps(quickstart_hashes(sys.argv[1])))")
+  out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, "SCALING_CPU_DOTS": "ynn", "XLA_FLAGS": flags}, timeout=600)
+  assert out.returncode == 0, out.stderr[-2000:]
+  hashes = {int(k): v for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
+  assert hashes == RECORDED
 
 
 def test_loop_equals_a_plain_adamw_loop(tmp_path):

@@ -36,3 +36,25 @@ def test_incomplete_cluster_environment_exits_2(tmp_path, capsys, monkeypatch):
   stderr = capsys.readouterr().err
   assert stderr.count("\n") == 1 and "SCALING_NUM_PROCESSES" in stderr, stderr
   assert not out.exists()
+
+
+def test_unknown_cpu_dot_library_exits_2(tmp_path, capsys, monkeypatch):
+  monkeypatch.setenv("SCALING_CPU_DOTS", "mkl")
+  path = write(tmp_path, "sweep.yaml", TRIAL)
+  out = tmp_path / "out"
+  assert main(["run", path, "--out", str(out), "--no-progress"]) == 2
+  stderr = capsys.readouterr().err
+  assert stderr == "error: SCALING_CPU_DOTS='mkl': one of eigen, ynn\n", stderr
+  assert not out.exists()
+
+
+def test_cpu_dot_library_becomes_an_xla_flag_unless_xla_flags_chose(monkeypatch):
+  from scaling import runtime
+  for choice, given, expected in (("eigen", "--xla_force_host_platform_device_count=8",
+                                   "--xla_force_host_platform_device_count=8 --xla_cpu_experimental_ynn_fusion_type="),
+                                  ("ynn", "", ""),
+                                  ("eigen", "--xla_cpu_experimental_ynn_fusion_type=dot", "--xla_cpu_experimental_ynn_fusion_type=dot")):
+    monkeypatch.setenv("SCALING_CPU_DOTS", choice)
+    monkeypatch.setenv("XLA_FLAGS", given)
+    runtime.configure_cpu_dots()
+    assert runtime.os.environ["XLA_FLAGS"] == expected
