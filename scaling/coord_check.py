@@ -53,7 +53,7 @@ def run(widths, depth=2, steps=4, lr=3e-2, parametrization="mup", seeds=(0, 1), 
   base_width = base_width or min(widths)
   rows = []
   for width in widths:
-    arch = family.ladder(depth, vocab_size=DATA["vocab_size"], seq_len=seq_len, aspect_ratio=width // depth,
+    arch = family.ladder(depth, vocab_size=DATA["vocab_size"], seq_len=seq_len, width=width,
                          head_dim=head_dim, parametrization=parametrization, base_width=base_width,
                          **(options or {}))
     for seed in seeds:

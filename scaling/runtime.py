@@ -10,17 +10,18 @@ CPU_DOTS = {"eigen": "--xla_cpu_experimental_ynn_fusion_type=", "ynn": ""}
 
 
 def configure_cpu_dots() -> None:
-  """Adds SCALING_CPU_DOTS's XLA flag (default ynn: none) to XLA_FLAGS, unless XLA_FLAGS already picks.
+  """Makes XLA_FLAGS say what SCALING_CPU_DOTS asks for; unset, XLA_FLAGS stays as it is (XLA's default: ynn).
 
   XLA reads its flags when the backend starts: call this before the first JAX computation. ValueError for
   an unknown choice.
   """
-  choice = os.environ.get("SCALING_CPU_DOTS", "ynn")
+  choice = os.environ.get("SCALING_CPU_DOTS")
+  if choice is None:
+    return
   if choice not in CPU_DOTS:
     raise ValueError(f"SCALING_CPU_DOTS={choice!r}: one of {', '.join(CPU_DOTS)}")
-  flags = os.environ.get("XLA_FLAGS", "")
-  if CPU_DOTS[choice] and "ynn_fusion_type" not in flags:
-    os.environ["XLA_FLAGS"] = f"{flags} {CPU_DOTS[choice]}".strip()
+  flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "ynn_fusion_type" not in f]
+  os.environ["XLA_FLAGS"] = " ".join(flags + [CPU_DOTS[choice]] if CPU_DOTS[choice] else flags)
 
 
 def configure_jax() -> None:

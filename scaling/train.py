@@ -422,6 +422,7 @@ def _train(members, progress, runtime, staged) -> list:
         "arch": dataclasses.asdict(s.arch),
         "data": m.s.data.info,
         "device": f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind} x{jax.device_count()}",
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),  # e.g. the CPU dot library (scaling/runtime.py): rounding
         "mesh": mesh_lib.describe(mesh),
         "processes": jax.process_count(),
         **({"packed_with": [o.trial_id for o in members if o is not m]} if size > 1 else {}),

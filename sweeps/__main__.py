@@ -138,16 +138,16 @@ def main(argv=None) -> int:
   if args.address is not None and args.backend != "ray":
     print("error: --address is for --backend ray", file=sys.stderr)
     return 2
+  from scaling import runtime
+  try:
+    runtime.configure_cpu_dots()  # XLA's flags, read when the backend starts (a cluster's workers' too)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   if args.backend != "local":
     return _cluster_run(args, sweep)
 
   from scaling import distributed
-  from scaling import runtime
-  try:
-    runtime.configure_cpu_dots()  # XLA's flags, read when the backend starts
-  except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
   try:  # Joins the other hosts' processes, if any; must precede every other JAX use.
     distributed.initialize()
   except distributed.DistributedError as e:

@@ -178,7 +178,8 @@ def run(sweep, out: str, address=None, progress: bool = True, retries=None, retr
   if started_here:  # a local cluster when no address is given; workers import this repository
     ray.init(address=address, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": REPO, "SCALING_JAX_CACHE": os.environ.get(
-                 "SCALING_JAX_CACHE", os.path.join(REPO, ".jax_cache"))}})
+                 "SCALING_JAX_CACHE", os.path.join(REPO, ".jax_cache")),
+                 **{k: os.environ[k] for k in ("SCALING_CPU_DOTS",) if k in os.environ}}})
   bar = None
   if progress:
     from scaling import progress as progress_lib

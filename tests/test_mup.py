@@ -89,17 +89,21 @@ def test_readout_and_branches_carry_the_multipliers():
 
 
 def test_depth_alpha_splits_depth_between_branch_and_learning_rate():
-  """CompleteP's alpha: branches times (base_depth/depth)^alpha, hidden learning rates times
-  (base_depth/depth)^(1 - alpha) on top of 1/m; alpha = 1/2 is depth-muP. A fixed `width` gives a depth-only
-  ladder whose base width is that width."""
+  """CompleteP's alpha: branches times (base_depth/depth)^alpha, the blocks' learning rates times
+  (base_depth/depth)^(1 - alpha) (on top of 1/m for hidden weights); alpha = 1/2 is depth-muP. A fixed `width`
+  gives a depth-only ladder whose base width is that width."""
   family = registry.get("gpt")
-  for alpha, branch, hidden in ((1.0, 0.25, 0.5), (0.5, 0.5, 0.25)):
+  for alpha, branch, hidden, block_norm in ((1.0, 0.25, 0.5, 1.0), (0.5, 0.5, 0.25, 0.5)):
     arch = family.ladder(4, vocab_size=12, seq_len=16, width=32, head_dim=8, parametrization="mup",
                          base_width=16, depth_alpha=alpha)
     assert (arch.width, arch.depth) == (32, 4)
     assert mup.branch_multiplier(arch) == pytest.approx(branch)
-    multipliers = sorted(set(mup.lr_multipliers(family.build(arch, 0)).values()))
-    assert multipliers == pytest.approx([hidden, 1.0]), multipliers
+    multipliers = mup.lr_multipliers(family.build(arch, 0))
+    for path, multiplier in multipliers.items():
+      expected = (hidden if "kernel" in path else block_norm) if path.startswith("['blocks']") else 1.0
+      assert multiplier == pytest.approx(expected), (alpha, path)
+  with pytest.raises(ValueError, match="mup option"):
+    family.ladder(2, vocab_size=12, seq_len=16, depth_alpha=0.5)
   fixed = [family.ladder(d, vocab_size=12, seq_len=16, width=32, head_dim=8, parametrization="mup")
            for d in (1, 2, 8)]
   assert [a.width for a in fixed] == [32, 32, 32] and {a.base_width for a in fixed} == {32}
@@ -108,3 +112,5 @@ def test_depth_alpha_splits_depth_between_branch_and_learning_rate():
     family.ladder(2, vocab_size=12, seq_len=16, parametrization="mup", depth_alpha=0.25)
   with pytest.raises(ValueError, match="head_dim"):
     family.ladder(2, vocab_size=12, seq_len=16, width=30, head_dim=8)
+  with pytest.raises(ValueError, match="width"):
+    family.ladder(2, vocab_size=12, seq_len=16, width=32.0, head_dim=8)

@@ -48,13 +48,18 @@ def test_unknown_cpu_dot_library_exits_2(tmp_path, capsys, monkeypatch):
   assert not out.exists()
 
 
-def test_cpu_dot_library_becomes_an_xla_flag_unless_xla_flags_chose(monkeypatch):
+def test_cpu_dot_library_becomes_the_xla_flag(monkeypatch):
   from scaling import runtime
+  eigen = "--xla_cpu_experimental_ynn_fusion_type="
   for choice, given, expected in (("eigen", "--xla_force_host_platform_device_count=8",
-                                   "--xla_force_host_platform_device_count=8 --xla_cpu_experimental_ynn_fusion_type="),
-                                  ("ynn", "", ""),
-                                  ("eigen", "--xla_cpu_experimental_ynn_fusion_type=dot", "--xla_cpu_experimental_ynn_fusion_type=dot")):
-    monkeypatch.setenv("SCALING_CPU_DOTS", choice)
+                                   f"--xla_force_host_platform_device_count=8 {eigen}"),
+                                  ("ynn", f"{eigen} --xla_cpu_enable_fast_math=false", "--xla_cpu_enable_fast_math=false"),
+                                  ("eigen", "--xla_cpu_experimental_ynn_fusion_type=dot", eigen),
+                                  (None, eigen, eigen)):  # unset: XLA_FLAGS decides
+    if choice is None:
+      monkeypatch.delenv("SCALING_CPU_DOTS", raising=False)
+    else:
+      monkeypatch.setenv("SCALING_CPU_DOTS", choice)
     monkeypatch.setenv("XLA_FLAGS", given)
     runtime.configure_cpu_dots()
     assert runtime.os.environ["XLA_FLAGS"] == expected

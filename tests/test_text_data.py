@@ -41,3 +41,6 @@ def test_shipped_sweeps_validate_and_document_themselves(path, monkeypatch):
   header = open(path).read().split("\nname:")[0]
   assert "python -m sweeps run" in header and "Expected" in header and "Runtime" in header, \
       f"{path} must open with a comment block: what, command, runtime, expected result"
+  for line in header.splitlines():  # each with a figure, not a placeholder
+    if line.startswith(("# Runtime", "# Expected")):
+      assert any(c.isdigit() for c in line) or line.rstrip().endswith(":"), f"{path}: {line}"
