@@ -2,7 +2,7 @@
 
 A sweep whose finished trials cover at least three learning rates (`optimizer.lr`) at each of at least
 two widths (or, at one width, two depths) gets, per parametrization (`model.options.parametrization`,
-sp where unset) and width:
+sp where unset; muP with a `depth_alpha` other than 1 apart, as "mup alpha=0.5") and width:
 
 - the final eval loss against lr (seeds averaged), drawn in loss_vs_lr.png (one panel per
   parametrization, one line per width; every point is a row of the table);
