@@ -1,6 +1,6 @@
 """Decoder-only GPT in Flax NNX, sized by one dial: depth; dense or mixture-of-experts MLPs.
 
-The ladder follows nanochat: `depth` layers, `width = aspect_ratio * depth`,
+The ladder follows nanochat: `depth` layers, `width = aspect_ratio * depth` (or a fixed `width`),
 `n_heads = width // head_dim`. Pre-norm RMSNorm blocks (models/transformer.py),
 rotary positions (a head that looks a fixed distance back is easy to learn,
 which n-gram structure needs), untied unembedding, no biases. With

@@ -22,8 +22,9 @@ parameter inside the blocks (hidden weights, the blocks' norm scales, a router) 
 (no learning-rate change with depth); alpha = 1/2 is depth-muP (Yang et al. 2023, Bordelon et al. 2023:
 branches 1/sqrt(depth), block learning rates 1/sqrt(depth)). `depth_alpha` is a mup option: sp refuses
 any other value than 1. Weight decay and init need no further depth correction. Adam's epsilon is left
-alone (1e-8 sits far below these gradients; CompleteP scales it only where it does not). At the base shape (m = 1, depth = base_depth) mup and sp differ only in the
-residual projections' and the readout's init.
+alone (1e-8 sits far below these gradients; CompleteP scales it only where it does not). At the base
+shape (m = 1, depth = base_depth) mup and sp differ only in the residual projections' and the readout's
+init.
 
 `sp` leaves every number as it was: no multiplier is applied, so sp programs are unchanged bit for bit.
 """

@@ -1,4 +1,4 @@
-"""Vision transformer in Flax NNX, sized by one dial like GPT: depth (width = aspect_ratio * depth).
+"""Vision transformer in Flax NNX, sized by one dial like GPT: depth (width = aspect_ratio * depth, or a fixed `width`).
 
 Images (uint8 [B, H, W, C]) are cut into patch_size x patch_size patches in
 raster order; each patch is a token. A linear patch embedding plus a learned
