@@ -56,17 +56,12 @@ def ladder(depth: int, *, vocab_size: int, seq_len: int, aspect_ratio: int = 64,
   mup.check(parametrization, base_width, base_depth, base_head_dim, depth_alpha)
   if cross_entropy_impl not in ("xla", "auto", "pallas", "pallas_interpret"):
     raise ValueError(f"cross_entropy_impl {cross_entropy_impl!r}: one of xla, auto, pallas, pallas_interpret")
-  if not isinstance(width, int) or isinstance(width, bool) or width < 0:
-    raise ValueError(f"width {width!r}: 0 (width = aspect_ratio * depth) or the fixed width of every rung")
-  fixed_width, width = width, width or aspect_ratio * depth
-  if width % head_dim:
-    how = "" if fixed_width else " (= aspect_ratio * depth)"
-    raise ValueError(f"width {width}{how} is not a multiple of head_dim {head_dim}")
-  return GPTConfig(vocab_size=vocab_size, seq_len=seq_len, depth=depth, width=width,
-                   n_heads=width // head_dim, mlp_ratio=mlp_ratio, attention_impl=attention_impl,
+  rung_width = transformer.ladder_width(depth, aspect_ratio, width, head_dim)
+  return GPTConfig(vocab_size=vocab_size, seq_len=seq_len, depth=depth, width=rung_width,
+                   n_heads=rung_width // head_dim, mlp_ratio=mlp_ratio, attention_impl=attention_impl,
                    cross_entropy_impl=cross_entropy_impl, experts=experts, top_k=top_k if experts else 1, capacity_factor=float(capacity_factor),
                    router_aux=float(router_aux), router_z=float(router_z), parametrization=parametrization,
-                   base_width=base_width or fixed_width or aspect_ratio, base_depth=base_depth or 1,
+                   base_width=base_width or width or aspect_ratio, base_depth=base_depth or 1,
                    base_head_dim=base_head_dim or head_dim,
                    depth_alpha=float(depth_alpha))
 

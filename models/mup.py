@@ -104,7 +104,7 @@ def lr_multipliers(model: nnx.Module):
   for path, variable in jax.tree_util.tree_flatten_with_path(state, is_leaf=lambda x: isinstance(x, nnx.Variable))[0]:
     axes = variable.get_metadata().get("out_sharding") or ()
     hidden = sum(axis in WIDTH_AXES for axis in axes) >= 2
-    multiplier = (1.0 / width_mult(cfg) if hidden else 1.0)
+    multiplier = 1.0 / width_mult(cfg) if hidden else 1.0
     if getattr(path[0], "key", None) == "blocks":
       multiplier *= in_blocks
     multipliers[jax.tree_util.keystr(path)] = multiplier

@@ -27,6 +27,18 @@ class BlockShape:
     return self.mlp_ratio * self.width
 
 
+def ladder_width(depth: int, aspect_ratio: int, width: int, head_dim: int) -> int:
+  """A rung's width: the ladder's fixed `width` (> 0), else aspect_ratio * depth; ValueError unless it is a
+  multiple of head_dim (the families' ladders call this)."""
+  if not isinstance(width, int) or isinstance(width, bool) or width < 0:
+    raise ValueError(f"width {width!r}: 0 (width = aspect_ratio * depth) or the fixed width of every rung")
+  rung = width or aspect_ratio * depth
+  if rung % head_dim:
+    how = "" if width else " (= aspect_ratio * depth)"
+    raise ValueError(f"width {rung}{how} is not a multiple of head_dim {head_dim}")
+  return rung
+
+
 class Dense(nnx.Linear):
   """nnx.Linear as one 2-D matmul over the flattened leading dimensions.
 

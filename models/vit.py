@@ -60,12 +60,7 @@ def ladder(depth: int, *, image_shape, num_classes: int = 0, objective: str = "c
   if depth < 1:
     raise ValueError(f"depth must be >= 1, got {depth}")
   mup.check(parametrization, base_width, base_depth, base_head_dim, depth_alpha)
-  if not isinstance(width, int) or isinstance(width, bool) or width < 0:
-    raise ValueError(f"width {width!r}: 0 (width = aspect_ratio * depth) or the fixed width of every rung")
-  fixed_width, width = width, width or aspect_ratio * depth
-  if width % head_dim:
-    how = "" if fixed_width else " (= aspect_ratio * depth)"
-    raise ValueError(f"width {width}{how} is not a multiple of head_dim {head_dim}")
+  rung_width = transformer.ladder_width(depth, aspect_ratio, width, head_dim)
   height, image_width, _ = image_shape
   if patch_size < 1 or height % patch_size or image_width % patch_size:
     raise ValueError(f"patch_size {patch_size} does not divide the {height}x{image_width} image")
@@ -73,10 +68,10 @@ def ladder(depth: int, *, image_shape, num_classes: int = 0, objective: str = "c
     raise ValueError(f"objective {objective!r} is not one of {OBJECTIVES}")
   if objective == "classify" and num_classes < 2:
     raise ValueError(f"objective classify needs labelled data (num_classes >= 2), got {num_classes}")
-  return ViTConfig(image_shape=tuple(image_shape), patch_size=patch_size, depth=depth, width=width,
-                   n_heads=width // head_dim, num_classes=num_classes if objective == "classify" else 0,
+  return ViTConfig(image_shape=tuple(image_shape), patch_size=patch_size, depth=depth, width=rung_width,
+                   n_heads=rung_width // head_dim, num_classes=num_classes if objective == "classify" else 0,
                    objective=objective, mlp_ratio=mlp_ratio, attention_impl=attention_impl,
-                   parametrization=parametrization, base_width=base_width or fixed_width or aspect_ratio,
+                   parametrization=parametrization, base_width=base_width or width or aspect_ratio,
                    base_depth=base_depth or 1, base_head_dim=base_head_dim or head_dim,
                    depth_alpha=float(depth_alpha))
 
