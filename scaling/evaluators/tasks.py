@@ -50,18 +50,22 @@ def summarize(logprob, token_accuracy, greedy, answers) -> dict:
           "edit_distance": float(np.mean([edit_distance(g, a) for g, a in zip(greedy.tolist(), answers.tolist())]))}
 
 
+def _logits(graphdef, params, inputs):
+  """The model's logits; what its layers sow (an MoE's routing statistics) is captured and dropped. A model of
+  its own per call, so one inside a loop's trace writes to nothing outside it."""
+  return nnx.capture(nnx.merge(graphdef, params), nnx.Intermediate)(inputs)[0]
+
+
 def _score(graphdef, compute_dtype, prompt_len, answer_len, params, tokens):
   """tokens [B, P + A] (prompt then answer) -> (logprob [B], token accuracy [B], greedy answer [B, A])."""
   if compute_dtype != jnp.float32:
     params = jax.tree.map(lambda p: p.astype(compute_dtype), params)
-  model = nnx.merge(graphdef, params)
   inputs = tokens[:, :-1]  # position t predicts token t + 1; the last answer token is never an input
   answers = tokens[:, prompt_len:]
-  logprob, token_accuracy = answer_scores(model(inputs)[:, prompt_len - 1:], answers)
+  logprob, token_accuracy = answer_scores(_logits(graphdef, params, inputs)[:, prompt_len - 1:], answers)
 
   def write_next(i, buffer):  # causal: positions past the prompt + i written tokens do not matter
-    # A model of its own inside the loop's trace: layers that sow (MoE routing stats) write to it.
-    logits = nnx.merge(graphdef, params)(buffer[:, :-1])
+    logits = _logits(graphdef, params, buffer[:, :-1])
     next_token = jnp.argmax(logits[:, prompt_len - 1 + i], -1).astype(buffer.dtype)
     return jax.lax.dynamic_update_slice_in_dim(buffer, next_token[:, None], prompt_len + i, axis=1)
 
