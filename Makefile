@@ -23,7 +23,7 @@ quickstart: $(STAMP)
 	$(BIN)/python -m sweeps run sweeps/configs/quickstart.yaml
 
 test: $(STAMP) $(CLUSTER_STAMP)
-	$(BIN)/python -m pytest -q tests -n auto --maxprocesses=4 --dist loadfile --no-loadscope-reorder --durations=40
+	$(BIN)/python -m pytest -q tests -n auto --maxprocesses=4 --dist loadfile --durations=40
 
 clean:
 	rm -rf runs .pytest_cache

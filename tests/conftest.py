@@ -43,14 +43,3 @@ def write(tmp_path, name, text):
   path = tmp_path / name
   path.write_text(text)
   return str(path)
-
-
-def pytest_configure(config):
-  config.addinivalue_line("markers", "heavy: a file of minutes of compiles and subprocesses, scheduled first")
-
-
-def pytest_collection_modifyitems(items):
-  """The files marked heavy first, the rest after, each in its own order. `make test` hands out whole files
-  (--dist loadfile) in this order (--no-loadscope-reorder), longest first, so no worker is left with a long
-  file while the other idles at the end."""
-  items.sort(key=lambda item: item.get_closest_marker("heavy") is None)

@@ -16,8 +16,6 @@ import pytest
 from scaling import metrics as metrics_lib
 from tests.conftest import ROOT, write
 
-pytestmark = pytest.mark.heavy  # scheduled first (tests/conftest.py)
-
 pytest.importorskip("ray")
 pytest.importorskip("submitit")
 

@@ -5,11 +5,8 @@ import subprocess
 import sys
 
 import pandas as pd
-import pytest
 
 from tests.conftest import ROOT, write
-
-pytestmark = pytest.mark.heavy  # scheduled first (tests/conftest.py)
 
 MICRO = """\
 # A 4-rung micro ladder for the end-to-end test.

@@ -26,8 +26,6 @@ from tests.conftest import ROOT, write
 from tests.damaged_runs import cases as corpus
 from tests.test_cli_contract import SWEEP
 
-pytestmark = pytest.mark.heavy  # scheduled first (tests/conftest.py)
-
 FINISHED_SWEEP = SWEEP.replace("name: contract", "name: finished").replace("size: 1,", "size: [1, 2],")
 INTERRUPTED_STEPS = 60
 INTERRUPTED_SWEEP = (FINISHED_SWEEP.replace("name: finished", "name: interrupted")

@@ -18,8 +18,6 @@ import pytest
 
 from analysis import fit, laws
 
-pytestmark = pytest.mark.heavy  # scheduled first (tests/conftest.py)
-
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LAW = laws.DATA_CONSTRAINED
 # The paper's fit (Muennighoff et al. 2023, sec. 6): R*_D = 15.4.

@@ -14,8 +14,6 @@ from scaling import train as train_lib
 from sweeps import expand
 from tests.conftest import ROOT, write
 
-pytestmark = pytest.mark.heavy  # scheduled first (tests/conftest.py)
-
 TRIAL = """\
 name: {name}
 model: {{family: gpt, size: {size}, options: {{aspect_ratio: 16, head_dim: 8}}}}

@@ -9,8 +9,6 @@ from benchmarks import goodput_validation as harness
 from scaling import metrics as metrics_lib
 from scaling import timeline as timeline_lib
 
-pytestmark = pytest.mark.heavy  # scheduled first (tests/conftest.py)
-
 
 def _attempt(start, updated, start_step, furthest, steps_seconds, **seconds):
   return {"start": start, "updated": updated, "start_step": start_step, "furthest_step": furthest, "saves": 1,

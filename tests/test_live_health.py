@@ -12,8 +12,6 @@ from analysis import health
 from sweeps import status
 from tests.conftest import ROOT, write
 
-pytestmark = pytest.mark.heavy  # scheduled first (tests/conftest.py)
-
 
 def _curve(seed, steps=400, jump_at=None):
   rng = np.random.default_rng(seed)

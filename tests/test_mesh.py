@@ -11,8 +11,6 @@ import pytest
 from scaling import mesh as mesh_lib
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.heavy  # scheduled first (tests/conftest.py)
-
 
 @pytest.fixture(scope="module")
 def scripts(tmp_path_factory):

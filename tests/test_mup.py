@@ -9,8 +9,6 @@ import pytest
 from models import mup, registry
 from scaling import coord_check
 
-pytestmark = pytest.mark.heavy  # scheduled first (tests/conftest.py)
-
 WIDTHS = (16, 32, 64, 128)  # an 8x range
 STEPS, LR = 4, 3e-2
 

@@ -17,8 +17,6 @@ from sweeps import expand, local
 from tests.conftest import write
 from tests.test_faults import launch, wait_for
 
-pytestmark = pytest.mark.heavy  # scheduled first (tests/conftest.py)
-
 SWEEP = """\
 name: {name}
 model: {{family: gpt, size: 1, options: {{aspect_ratio: 16, head_dim: 8}}}}
