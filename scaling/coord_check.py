@@ -63,17 +63,18 @@ def run(widths, depth=2, steps=4, lr=3e-2, parametrization="mup", seeds=(0, 1), 
       data = Batches(DATA, seq_len, batch_size, seed)
 
       probe = data.train(0)["tokens"][:, :-1]  # every step's activations are measured on this batch
-      initial = gpt_activations(model, probe)
+      activations_of = lambda params: gpt_activations(nnx.merge(graphdef, params), probe)
+      initial = jax.jit(activations_of)(params)  # one compile, not one per operation
 
       @jax.jit
       def step(params, opt_state, tokens):
-        activations = gpt_activations(nnx.merge(graphdef, params), probe)
+        activations = activations_of(params)
         sizes = {k: (jnp.abs(a).mean(), jnp.abs(a - initial[k]).mean()) for k, a in activations.items()}
         loss_fn = lambda p: objective.loss(nnx.merge(graphdef, p), {"tokens": tokens}, None, {})[0]
         updates, opt_state = optimizer.update(jax.grad(loss_fn)(params), opt_state, params)
         return optax.apply_updates(params, updates), opt_state, sizes
 
-      opt_state = optimizer.init(params)
+      opt_state = jax.jit(optimizer.init)(params)
       for t in range(steps + 1):
         params, opt_state, sizes = step(params, opt_state, data.train(t)["tokens"])
         for layer, (size, change) in jax.device_get(sizes).items():
