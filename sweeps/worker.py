@@ -31,9 +31,8 @@ def run_one(config: dict, run_dir: str, runtime: dict, env: dict | None = None) 
   os.environ.update(env or {})
   from scaling import distributed
   from scaling import runtime as runtime_lib
-  runtime_lib.configure_cpu_dots()  # XLA's flags, read when the backend starts
-  distributed.initialize()  # before any other JAX call; nothing to do for a one-process trial
-  runtime_lib.configure_jax()
+  runtime_lib.configure_jax()  # XLA's flags (read when the backend starts) and the compile cache
+  distributed.initialize()  # before any JAX computation; nothing to do for a one-process trial
   if not storage.is_url(run_dir):
     return _run(config, run_dir, runtime)
   staged = storage.Staged(run_dir, push=distributed.is_writer())

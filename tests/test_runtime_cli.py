@@ -1,5 +1,7 @@
 """Runtime problems found only at launch (the mesh against the devices, the cluster environment):
 `sweeps run` exits 2 with one line naming the file and key, and writes nothing."""
+import os
+
 import pytest
 
 from sweeps.__main__ import main
@@ -62,4 +64,4 @@ def test_cpu_dot_library_becomes_the_xla_flag(monkeypatch):
       monkeypatch.setenv("SCALING_CPU_DOTS", choice)
     monkeypatch.setenv("XLA_FLAGS", given)
     runtime.configure_cpu_dots()
-    assert runtime.os.environ["XLA_FLAGS"] == expected
+    assert os.environ["XLA_FLAGS"] == expected
