@@ -79,11 +79,17 @@ def run_killed(sweep_path: str, out: str, mtbf_seconds: float | None, seed: int 
           "attempts": attempts}
 
 
+def step_costs(run: dict) -> dict:
+  """Seconds per step and per blocking checkpoint save, as this run's surviving work saw them."""
+  summary, seconds = run["summary"], run["summary"]["time_seconds"]
+  return {"step_seconds": seconds["productive"] / summary["steps"],
+          "save_seconds": seconds["checkpoint"] / max(summary["checkpoint_saves"], 1)}
+
+
 def calibrate(run: dict) -> dict:
   """From an unkilled run: seconds per step, per blocking save, and the one-time costs."""
-  summary, seconds = run["summary"], run["summary"]["time_seconds"]
-  saves = max(summary["checkpoint_saves"], 1)
-  return {"step_seconds": seconds["productive"] / summary["steps"], "save_seconds": seconds["checkpoint"] / saves,
+  seconds = run["summary"]["time_seconds"]
+  return {**step_costs(run),
           # A restart without kills costs what the first start did (restore aside): the fallback for R.
           "restart_seconds": seconds["startup"] + seconds["compile"],
           # What a run without failures spends besides steps and saves: first start, compile, final eval, summary.
