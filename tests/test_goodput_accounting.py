@@ -45,8 +45,9 @@ def test_a_damaged_timeline_is_set_aside_and_counting_starts_again(tmp_path, con
 
 WORK_STEPS, CHECKPOINT_EVERY = 300, 20
 # The mean gap between kills, as a multiple of the unkilled run's productive seconds: with the seed below the
-# gaps are 0.07, 0.23, 0.84, 1.32, ... of them, so on any machine two kills land early (imports, setup), one
-# mid-trial (after a checkpoint, before the end) and the next launch has time to finish.
+# gaps are 0.07, 0.23, 0.84, 1.32, 0.20, 0.16, ... of them, so on any machine two kills land early (imports,
+# setup) and one mid-trial (after a checkpoint, before the end); the next launch needs about what it gets, so it
+# finishes (3 kills) or a kill lands near the end and the short gaps after it strike relaunches (8-11 kills).
 MTBF_PER_WORK, SEED = 0.6, 3
 
 
@@ -82,20 +83,16 @@ def test_killed_trial_accounts_for_all_its_wall_time(killed):
   first, last = run["attempts"][0]["start"], run["attempts"][-1]["updated"]
   assert total == pytest.approx(last - first)
   assert any(-0.1 <= first - launch < 2.0 for launch in run["launches"]), "the first attempt starts at a launch"
-  ended = min([k for k in run["kills"] if k >= last] + [run["end"]])  # the process that wrote the last record
-  assert 0 <= ended - last < 10.0
+  assert 0 <= harness.job_end(run) - last < 10.0
   assert summary["attempts"] == len(run["attempts"]) >= 2
   assert seconds["redone"] + seconds["between"] > 0 and seconds["startup"] > 2 * seconds["compile"] > 0
   assert summary["goodput"] == pytest.approx(seconds["productive"] / total)
 
 
-def test_measured_goodput_is_within_the_models_spread(killed):
+def test_measured_goodput_is_within_the_models_95_percent_interval(killed):
   clean, run, _, mtbf = killed
-  # The one-time costs from the unkilled run; seconds per step and per save as the killed run saw them: the two
-  # runs may meet different loads (another test on the other core), and the kills fall at fixed seconds.
-  cal = {**harness.calibrate(clean), **harness.step_costs(run)}
-  restart = harness.restart_seconds(run, cal["restart_seconds"])
-  prediction = harness.predict(cal, mtbf, restart, CHECKPOINT_EVERY, WORK_STEPS, samples=4000)
-  measured = run["summary"]["time_seconds"]["productive"] / run["wall"]
-  lo, hi = prediction["mc_range"]
-  assert lo <= measured <= hi, (measured, prediction)
+  # The model's costs as the killed run met them: the unkilled run went first, so it also paid for a cold compile
+  # cache (one-time costs 10.7 s against the killed run's 4.5 s here), and it may have met another load.
+  prediction = harness.predict(harness.costs(run, clean), mtbf, CHECKPOINT_EVERY, WORK_STEPS, samples=4000)
+  lo, hi = prediction["mc_interval"]
+  assert lo <= harness.measured_goodput(run) <= hi, (harness.measured_goodput(run), prediction)
