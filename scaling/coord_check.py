@@ -63,23 +63,25 @@ def run(widths, depth=2, steps=4, lr=3e-2, parametrization="mup", seeds=(0, 1), 
       data = Batches(DATA, seq_len, batch_size, seed)
 
       probe = data.train(0)["tokens"][:, :-1]  # every step's activations are measured on this batch
-      activations_of = lambda params: gpt_activations(nnx.merge(graphdef, params), probe)
-      initial = jax.jit(activations_of)(params)  # one compile, not one per operation
 
-      @jax.jit
-      def step(params, opt_state, tokens):
-        activations = activations_of(params)
+      @jax.jit  # one compile per width: the first call's activations are the initial ones
+      def step(params, opt_state, tokens, initial):
+        activations = gpt_activations(nnx.merge(graphdef, params), probe)
         sizes = {k: (jnp.abs(a).mean(), jnp.abs(a - initial[k]).mean()) for k, a in activations.items()}
         loss_fn = lambda p: objective.loss(nnx.merge(graphdef, p), {"tokens": tokens}, None, {})[0]
         updates, opt_state = optimizer.update(jax.grad(loss_fn)(params), opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, sizes
+        return optax.apply_updates(params, updates), opt_state, sizes, activations
 
       opt_state = jax.jit(optimizer.init)(params)
+      initial = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                             jax.eval_shape(lambda p: gpt_activations(nnx.merge(graphdef, p), probe), params))
       for t in range(steps + 1):
-        params, opt_state, sizes = step(params, opt_state, data.train(t)["tokens"])
+        params, opt_state, sizes, activations = step(params, opt_state, data.train(t)["tokens"], initial)
+        if t == 0:
+          initial = activations
         for layer, (size, change) in jax.device_get(sizes).items():
           rows.append({"parametrization": parametrization, "width": width, "depth": depth, "seed": seed, "step": t,
-                       "layer": layer, "mean_abs": float(size), "mean_abs_change": float(change)})
+                       "layer": layer, "mean_abs": float(size), "mean_abs_change": float(change) if t else 0.0})
   return pd.DataFrame(rows)
 
 

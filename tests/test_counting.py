@@ -25,7 +25,7 @@ def test_counts_match_leaves_and_closed_form(depth, aspect, head_dim, vocab):
 def test_gpt_flops_conventions():
   family = registry.get("gpt")
   arch = family.ladder(4, vocab_size=64, seq_len=128, aspect_ratio=64, head_dim=64)
-  counts = counting.count_params(family.build(arch, 0), family.embedding_leaves)
+  counts = counting.abstract_counts(family, arch)
   flops = counting.training_flops(family, arch, counts)
   assert flops["flops_per_token_6n"] == 6 * counts["params_non_embedding"]
   # The exact count adds attention over the context: 3 * 2 * 2 * layers * seq * width, plus softmax.
