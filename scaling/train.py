@@ -33,7 +33,7 @@ from scaling import objectives
 from scaling import pack
 from scaling import throughput
 from scaling import timeline as timeline_lib
-from scaling.data import Batches
+from scaling.data import Batches, train_each
 
 
 @dataclasses.dataclass
@@ -653,7 +653,7 @@ def _train(members, progress, runtime, staged) -> list:
       if size == 1:
         batch = placement.place(lambda rows: s.data.train(step, rows))
       else:  # Each trial draws its own batch (its seed's data order).
-        draws = [m.s.data.train(step, None) for m in members]
+        draws = train_each([m.s.data for m in members], step)
         batch = jax.device_put({k: np.stack([d[k] for d in draws]) for k in draws[0]}, batch_sharding)
       params, opt_state, step_metrics = train_step(params, opt_state, batch, np.int32(step), *hp_args)
       step += 1

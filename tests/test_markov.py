@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from scaling.data import Batches, train_each
 from scaling.data.markov import MarkovLanguage, MarkovSpec
 
 
@@ -79,3 +80,16 @@ def test_tables_are_a_pure_function_of_the_seed():
   np.testing.assert_array_equal(a.next_token_probs, b.next_token_probs)
   np.testing.assert_allclose(a.next_token_probs.sum(axis=1), 1.0)
   assert not np.array_equal(a.next_token_probs, MarkovLanguage(MarkovSpec(seed=4)).next_token_probs)
+
+
+def test_trials_on_one_stream_draw_together_what_each_draws_alone():
+  """Packed trials draw their batches in one pass (data.train_each): the same windows as one draw per trial."""
+  config = {"kind": "markov", "vocab_size": 8, "order": 2, "mix": [0.2, 0.3, 0.5]}
+  trials = [Batches(config, 16, 4, seed) for seed in (0, 1, 7)]
+  for step in (0, 5):
+    for together, alone in zip(train_each(trials, step), [b.train(step) for b in trials]):
+      np.testing.assert_array_equal(together["tokens"], alone["tokens"])
+  assert not np.array_equal(train_each(trials, 3)[0]["tokens"], train_each(trials, 3)[1]["tokens"])
+  # Another stream (here another window) is not drawn with them, and gets its own batch shape.
+  mixed = train_each(trials[:1] + [Batches(config, 8, 4, 1)], 2)
+  assert [d["tokens"].shape for d in mixed] == [(4, 17), (4, 9)]

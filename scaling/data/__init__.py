@@ -31,6 +31,7 @@ class Batches:
     self.model_inputs = self.source.model_inputs
     self.entropy_floor = self.source.entropy_floor
     self.seq_len, self.batch_size, self.seed = seq_len, batch_size, seed
+    self.data_cfg = dict(data_cfg)
 
   def train(self, step: int, rows=None) -> dict:
     """The batch of `step`; `rows` (a slice) draws only this host's rows of it."""
@@ -66,6 +67,15 @@ class Batches:
     tells how far the finite eval set's own sampling noise moves it.
     """
     return self.source.eval_set_floor(eval_batches)
+
+
+def train_each(trials: list, step: int) -> list:
+  """[b.train(step) for b in trials]; trials on the same stream (data config, window, batch) draw together."""
+  first = trials[0]
+  if first.unique is None and all((b.data_cfg, b.seq_len, b.batch_size) == (first.data_cfg, first.seq_len,
+                                                                            first.batch_size) for b in trials):
+    return first.source.draw_each([np.random.default_rng((b.seed, step)) for b in trials], first.batch_size, "train")
+  return [b.train(step) for b in trials]
 
 
 def unique_set(source, unique_tokens: int, seq_len: int, batch_size: int) -> np.ndarray:

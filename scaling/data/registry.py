@@ -73,6 +73,10 @@ class Source:
     """A fixed set of n training windows of `length` tokens (for `unique_tokens`): fresh draws of a stream."""
     return self.draw(np.random.default_rng(UNIQUE_STREAM), n, "train")["tokens"]
 
+  def draw_each(self, rngs: list, n: int, split: str) -> list:
+    """draw(rng, n, split) for each generator; a source may draw them together, with the same result."""
+    return [self.draw(rng, n, split) for rng in rngs]
+
   def fixed_eval(self, n: int):
     return None
 
