@@ -31,6 +31,7 @@ from scaling import mesh as mesh_lib
 from scaling import metrics as metrics_lib
 from scaling import objectives
 from scaling import pack
+from scaling import runtime as runtime_lib
 from scaling import throughput
 from scaling import timeline as timeline_lib
 from scaling.data import Batches, train_each
@@ -468,10 +469,11 @@ def _train(members, progress, runtime, staged) -> list:
   else:
     step_fn, hp_args = jax.vmap(trial_step, in_axes=(0, 0, 0, None, 0)), (hp,)
   on_cpu = jax.devices()[0].platform == "cpu"
+  compiler_options = runtime_lib.packed_compiler_options(jax.devices()[0].platform) if size > 1 else None
   train_step = jax.jit(step_fn, in_shardings=(stacked_param_sharding, stacked_opt_sharding, batch_sharding,
                                               replicated) + (replicated,) * len(hp_args),
                        out_shardings=(stacked_param_sharding, stacked_opt_sharding, replicated),
-                       donate_argnums=() if on_cpu else (0, 1))
+                       donate_argnums=() if on_cpu else (0, 1), compiler_options=compiler_options)
 
   # ---- Ahead-of-time compile: memory per device, before any step runs ----
   compile_start = time.time()
@@ -504,7 +506,8 @@ def _train(members, progress, runtime, staged) -> list:
 
   # ---- Evaluation: the objective on the fixed held-out set, then the evaluators ----
   eval_step = jax.jit(eval_fn if size == 1 else jax.vmap(eval_fn, in_axes=(0, None, None)),
-                      in_shardings=(stacked_param_sharding, placement.sharding, replicated), out_shardings=replicated)
+                      in_shardings=(stacked_param_sharding, placement.sharding, replicated), out_shardings=replicated,
+                      compiler_options=compiler_options)
   eval_batches = [placement.place_batch(batch) for batch in eval_sets]
 
   def evaluate(params) -> list:

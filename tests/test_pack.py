@@ -167,3 +167,18 @@ def test_which_trials_pack_together(tmp_path):
   config = spec.trials[0].config()
   config["optimizer"]["grad_clip"] = 0.5
   assert pack_lib.pack_key(config) == key  # the clipping threshold itself is a traced scalar
+
+
+def test_packed_programs_on_cpu_compile_their_products_without_ynnpack():
+  """The compiler options packed programs get (scaling/runtime.py) are ones this XLA knows, and take effect."""
+  import jax
+  import jax.numpy as jnp
+  from scaling import runtime
+
+  def products(x, w):
+    return jax.vmap(jnp.dot)(x, w)
+  args = (jnp.ones((3, 64, 32)), jnp.ones((3, 32, 48)))
+  default = jax.jit(products).lower(*args).compile().as_text()
+  packed = jax.jit(products, compiler_options=runtime.packed_compiler_options("cpu")).lower(*args).compile().as_text()
+  assert "ynn" in default and "ynn" not in packed
+  assert runtime.packed_compiler_options("gpu") is None
