@@ -180,5 +180,5 @@ def test_packed_programs_on_cpu_compile_their_products_without_ynnpack():
   args = (jnp.ones((3, 64, 32)), jnp.ones((3, 32, 48)))
   default = jax.jit(products).lower(*args).compile().as_text()
   packed = jax.jit(products, compiler_options=runtime.packed_compiler_options("cpu")).lower(*args).compile().as_text()
-  assert "ynn" in default and "ynn" not in packed
+  assert "__ynn_fusion" in default and "__ynn_fusion" not in packed
   assert runtime.packed_compiler_options("gpu") is None
