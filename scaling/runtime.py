@@ -3,11 +3,12 @@ import os
 
 # SCALING_CPU_DOTS: which library XLA's CPU backend runs matrix products with. "ynn" (the default) is
 # XLA's own, YNNPACK fusions, with which every figure the README and the sweep headers state was
-# measured. "eigen" runs the compiled train step at nanoGPT's CPU configuration 1.15x faster here (A/B
+# measured (packed trials excepted: their programs use Eigen, packed_compiler_options). "eigen" runs the compiled train step at nanoGPT's CPU configuration 1.15x faster here (A/B
 # timings; within the noise in whole-trainer runs), but rounds differently: trained numbers move at
 # float32 rounding level, enough to reorder rungs whose losses lie within seed noise
 # (benchmarks/RESULTS.md). Only the CPU backend reads it.
-CPU_DOTS = {"eigen": "--xla_cpu_experimental_ynn_fusion_type=", "ynn": ""}
+_YNN_FUSION_TYPE = "xla_cpu_experimental_ynn_fusion_type"  # which ops go to YNNPACK; none: Eigen's dots
+CPU_DOTS = {"eigen": f"--{_YNN_FUSION_TYPE}=", "ynn": ""}
 
 
 def packed_compiler_options(platform: str) -> dict | None:
@@ -18,7 +19,7 @@ def packed_compiler_options(platform: str) -> dict | None:
   15.2). A packed trial matches its unpacked run to float32 rounding either way; one trial's program keeps
   SCALING_CPU_DOTS.
   """
-  return {"xla_cpu_experimental_ynn_fusion_type": ""} if platform == "cpu" else None
+  return {_YNN_FUSION_TYPE: ""} if platform == "cpu" else None
 
 
 def configure_cpu_dots() -> None:
@@ -32,7 +33,7 @@ def configure_cpu_dots() -> None:
     return
   if choice not in CPU_DOTS:
     raise ValueError(f"SCALING_CPU_DOTS={choice!r}: one of {', '.join(CPU_DOTS)}")
-  flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "ynn_fusion_type" not in f]
+  flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if _YNN_FUSION_TYPE not in f]
   os.environ["XLA_FLAGS"] = " ".join(flags + [CPU_DOTS[choice]] if CPU_DOTS[choice] else flags)
 
 

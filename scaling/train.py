@@ -468,8 +468,9 @@ def _train(members, progress, runtime, staged) -> list:
     step_fn, hp_args = lambda p, o, b, i: trial_step(p, o, b, i, hp), ()
   else:
     step_fn, hp_args = jax.vmap(trial_step, in_axes=(0, 0, 0, None, 0)), (hp,)
-  on_cpu = jax.devices()[0].platform == "cpu"
-  compiler_options = runtime_lib.packed_compiler_options(jax.devices()[0].platform) if size > 1 else None
+  platform = jax.devices()[0].platform
+  on_cpu = platform == "cpu"
+  compiler_options = runtime_lib.packed_compiler_options(platform) if size > 1 else None
   train_step = jax.jit(step_fn, in_shardings=(stacked_param_sharding, stacked_opt_sharding, batch_sharding,
                                               replicated) + (replicated,) * len(hp_args),
                        out_shardings=(stacked_param_sharding, stacked_opt_sharding, replicated),

@@ -8,11 +8,14 @@ import os
 import random
 import signal
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from scaling import metrics as metrics_lib
 from scaling import pack as pack_lib
+from scaling import runtime
 from sweeps import expand, local
 from tests.conftest import write
 from tests.test_faults import launch, wait_for
@@ -171,10 +174,6 @@ def test_which_trials_pack_together(tmp_path):
 
 def test_packed_programs_on_cpu_compile_their_products_without_ynnpack():
   """The compiler options packed programs get (scaling/runtime.py) are ones this XLA knows, and take effect."""
-  import jax
-  import jax.numpy as jnp
-  from scaling import runtime
-
   def products(x, w):
     return jax.vmap(jnp.dot)(x, w)
   args = (jnp.ones((3, 64, 32)), jnp.ones((3, 32, 48)))
