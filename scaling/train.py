@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 
 from models import counting, moe, mup, registry
 from scaling import checkpoint as checkpoint_lib
@@ -34,7 +35,7 @@ from scaling import pack
 from scaling import runtime as runtime_lib
 from scaling import throughput
 from scaling import timeline as timeline_lib
-from scaling.data import Batches, train_each
+from scaling.data import Batches, train_steps
 
 
 @dataclasses.dataclass
@@ -297,38 +298,67 @@ def _corrupt(params, hit, seed):
 
 
 class Placement:
-  """Puts batches (dicts of numpy arrays, batch dimension first) onto the mesh; each host draws only its rows."""
+  """Puts batches (dicts of numpy arrays) onto the mesh; each host draws only its rows.
 
-  def __init__(self, mesh, shapes: dict):
-    self.sharding = mesh_lib.batch_sharding(mesh)
+  `shapes` gives each feature's global batch shape (batch dimension first); `lead` the sizes of axes in
+  front of it (the steps of one dispatch, the trials of a pack), which every device holds whole.
+  """
+
+  def __init__(self, mesh, shapes: dict, lead: tuple = ()):
+    rows_sharding = mesh_lib.batch_sharding(mesh)
+    self.lead = tuple(lead)
+    self.sharding = NamedSharding(mesh, PartitionSpec(*(None,) * len(self.lead), *rows_sharding.spec))
     self.shapes = shapes  # {feature: (global shape, dtype)}
     self.batch_size = next(iter(shapes.values()))[0][0]
     # The rows of the global batch this host's devices hold: a host draws only those.
-    self.local_rows = mesh_lib.host_rows(self.sharding, (self.batch_size,))
+    self.local_rows = mesh_lib.host_rows(rows_sharding, (self.batch_size,))
 
   def abstract(self) -> dict:
-    return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=self.sharding) for k, (shape, dtype) in self.shapes.items()}
+    return {k: jax.ShapeDtypeStruct(self.lead + tuple(shape), dtype, sharding=self.sharding)
+            for k, (shape, dtype) in self.shapes.items()}
 
   def place(self, draw) -> dict:
-    """Global batch arrays from draw(rows) -> {feature: rows of the batch (numpy)}."""
+    """Global batch arrays from draw(rows) -> {feature: the lead axes, then rows of the batch (numpy)}."""
     if jax.process_count() == 1:
       return jax.device_put(draw(None), self.sharding)
-    local, start = draw(self.local_rows), self.local_rows.start
+    local, start, axis = draw(self.local_rows), self.local_rows.start, len(self.lead)
 
     def leaf(name):
       def rows_for_device(index):
-        lo, hi, _ = index[0].indices(self.batch_size)
-        return local[name][lo - start: hi - start]
-      return jax.make_array_from_callback(self.shapes[name][0], self.sharding, rows_for_device)
+        lo, hi, _ = index[axis].indices(self.batch_size)
+        return local[name][(slice(None),) * axis + (slice(lo - start, hi - start),)]
+      return jax.make_array_from_callback(self.lead + tuple(self.shapes[name][0]), self.sharding, rows_for_device)
 
     return {name: leaf(name) for name in self.shapes}
 
   def place_batch(self, batch: dict) -> dict:
     return self.place(lambda rows: batch if rows is None else {k: v[rows] for k, v in batch.items()})
 
-  def with_shapes(self, shapes: dict) -> "Placement":
+  def with_shapes(self, shapes: dict, lead: tuple = ()) -> "Placement":
     """The same placement for batches of other shapes (the same batch size): an evaluator's own inputs."""
-    return Placement(self.sharding.mesh, shapes)
+    return Placement(self.sharding.mesh, shapes, lead)
+
+
+def several_steps(step_fn, per_call: int):
+  """step_fn, n <= per_call times in one program: (params, opt_state, batches [per_call, ...], first step, n,
+  *hyperparameters) -> (params, opt_state, metrics [per_call, ...], zeros past n).
+
+  One host dispatch and one transfer of batches instead of n: for small models most of a step. The
+  loop's body is the step's own computation, so the parameters are those of n separate steps bit for bit;
+  n is traced, so one program serves every n.
+  """
+  def run(params, opt_state, batches, first, n, *hp):
+    batch = lambda i: jax.tree.map(lambda x: x[i], batches)
+    shapes = jax.eval_shape(step_fn, params, opt_state, batch(0), first, *hp)[2]
+
+    def body(i, carry):
+      params, opt_state, metrics = carry
+      params, opt_state, row = step_fn(params, opt_state, batch(i), first + i, *hp)
+      return params, opt_state, jax.tree.map(lambda m, r: m.at[i].set(r), metrics, row)
+
+    zeros = jax.tree.map(lambda m: jnp.zeros((per_call, *m.shape), m.dtype), shapes)
+    return jax.lax.fori_loop(0, n, body, (params, opt_state, zeros))
+  return run
 
 
 def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | None = None,
@@ -459,7 +489,10 @@ def _train(members, progress, runtime, staged) -> list:
   opt_state = pack.stack([init_opt(p) for p in placed], stacked_opt_sharding)
   del placed
   placement = Placement(mesh, s.data.shapes())  # One trial's batch: eval sets, evaluators (trials share them).
-  batch_sharding = pack.stacked_shardings(placement.sharding, size)
+  # Steps per host dispatch (several_steps). Hosts of a multi-process job agree on a preemption step
+  # by stepping through every step number, so they dispatch one at a time.
+  per_call = runtime["steps_per_dispatch"] if jax.process_count() == 1 else 1
+  steps_placement = placement.with_shapes(s.data.shapes(), (per_call,) + ((size,) if size > 1 else ()))
 
   trial_step, eval_fn = make_train_step(graphdef, s.objective, objective_options, config["optimizer"], s.steps,
                                         train_cfg, lr_multipliers)
@@ -471,8 +504,9 @@ def _train(members, progress, runtime, staged) -> list:
   platform = jax.devices()[0].platform
   on_cpu = platform == "cpu"
   compiler_options = runtime_lib.packed_compiler_options(platform) if size > 1 else None
-  train_step = jax.jit(step_fn, in_shardings=(stacked_param_sharding, stacked_opt_sharding, batch_sharding,
-                                              replicated) + (replicated,) * len(hp_args),
+  train_step = jax.jit(several_steps(step_fn, per_call),
+                       in_shardings=(stacked_param_sharding, stacked_opt_sharding, steps_placement.sharding,
+                                     replicated, replicated) + (replicated,) * len(hp_args),
                        out_shardings=(stacked_param_sharding, stacked_opt_sharding, replicated),
                        donate_argnums=() if on_cpu else (0, 1), compiler_options=compiler_options)
 
@@ -480,9 +514,8 @@ def _train(members, progress, runtime, staged) -> list:
   compile_start = time.time()
   for m in members:
     m.timeline.add("startup", compile_start - m.timeline.record["start"])
-  abstract_batch = {k: jax.ShapeDtypeStruct(((size,) if size > 1 else ()) + tuple(shape), dtype,
-                                            sharding=batch_sharding) for k, (shape, dtype) in s.data.shapes().items()}
-  train_step = train_step.lower(params, opt_state, abstract_batch, np.int32(0), *hp_args).compile()
+  train_step = train_step.lower(params, opt_state, steps_placement.abstract(), np.int32(0), np.int32(1),
+                                *hp_args).compile()
   timelines = _Timelines(members)
   timelines.add("compile", time.time() - compile_start)
   memory = _memory_per_device(train_step)
@@ -582,26 +615,43 @@ def _train(members, progress, runtime, staged) -> list:
   next_health_check = (start_step // health_check_every + 1) * health_check_every if health_check_every else None
   running = lambda: [m for m in members if m.status == "running"]
 
+  def steps_in_call(step) -> int:
+    """How many steps the next dispatch runs: per_call, cut at the next eval, checkpoint and the end."""
+    n = min(per_call, s.steps - step)
+    for every in (train_cfg["eval_every"], runtime["checkpoint_every"]):
+      if every:
+        n = min(n, every - step % every)
+    return n
+
+  def draw_steps(first, n, rows) -> dict:
+    """The batches of steps first .. first + n - 1, zeros up to per_call, in steps_placement's layout."""
+    drawn = train_steps([m.s.data for m in members], first, n, rows)
+    return {k: np.concatenate([v, np.zeros((per_call - n, *v.shape[1:]), v.dtype)]).reshape(
+        per_call, *v.shape[1 if size > 1 else 2:]) for k, v in drawn.items()}
+
   def progress_so_far(step):
     return {"step": step, "examples": step * s.examples_per_step, "tokens": step * s.tokens_per_step}
 
-  def flush():
-    """Writes the pending rows of the running trials; a trial whose rows show divergence stops there."""
+  def flush() -> int:
+    """Writes the pending rows of the running trials; a trial whose rows show divergence stops there.
+    Returns the number of steps written."""
     nonlocal pending
     fetched, pending = jax.device_get(pending), []
     for t, m in enumerate(members):
       if m.status != "running":
         continue
-      rows, earlier = [], m.recent_losses[-20:]  # all _divergence reads of the history
-      for row in fetched:
-        rows.append({**row["progress"], **{k: float(v if size == 1 else v[t]) for k, v in row["device"].items()}})
-        m.recent_losses.append(rows[-1]["loss"])
+      rows = [{**progress_so_far(call["first"] + j + 1),
+               **{k: float(v[j] if size == 1 else v[j, t]) for k, v in call["device"].items()}}
+              for call in fetched for j in range(call["n"])]  # a dispatch's metrics: [per_call(, trials)]
+      diverged = _divergence(rows, m.recent_losses[-20:], train_cfg["max_loss_spike"])
+      if diverged:  # The rows end at the step that diverged; the steps run after it in its dispatch are not kept.
+        rows = rows[:diverged[0] + 1]
+      m.recent_losses += [row["loss"] for row in rows]
       m.writer.write(rows)
       m.last_rows = rows
-      reason = _divergence(rows, earlier, train_cfg["max_loss_spike"])
-      if reason:
-        stop(m, "diverged", reason, rows[-1]["step"])
-    return fetched
+      if diverged:
+        stop(m, "diverged", diverged[1], rows[-1]["step"])
+    return sum(call["n"] for call in fetched)
 
   def stop(m, status, reason, at_step):
     m.status, m.reason = status, reason
@@ -654,28 +704,26 @@ def _train(members, progress, runtime, staged) -> list:
     step = start_step
     steps_clock = loop_start = time.time()  # Step time: the loop's, less eval and checkpoint saves.
     while step < s.steps and running():
-      if size == 1:
-        batch = placement.place(lambda rows: s.data.train(step, rows))
-      else:  # Each trial draws its own batch (its seed's data order).
-        draws = train_each([m.s.data for m in members], step)
-        batch = jax.device_put({k: np.stack([d[k] for d in draws]) for k in draws[0]}, batch_sharding)
-      params, opt_state, step_metrics = train_step(params, opt_state, batch, np.int32(step), *hp_args)
-      step += 1
+      n = steps_in_call(step) if first_step_seconds is not None else 1  # the first one alone: its time is compile's
+      batches = steps_placement.place(lambda rows: draw_steps(step, n, rows))
+      params, opt_state, step_metrics = train_step(params, opt_state, batches, np.int32(step), np.int32(n), *hp_args)
+      pending.append({"first": step, "n": n, "device": step_metrics})
+      step += n
       if sync_every_step:
         jax.block_until_ready(step_metrics["loss"])
-      pending.append({"progress": progress_so_far(step), "device": step_metrics})
       is_last = step == s.steps
       if first_step_seconds is None:  # Throughput is timed from the end of the first step.
         jax.block_until_ready(step_metrics)
         first_step_seconds, steady_first_step = time.time() - loop_start, step
         compile_seconds = time.time() - compile_start
       checkpoint_step = bool(runtime["checkpoint_every"]) and step % runtime["checkpoint_every"] == 0
-      if len(pending) >= runtime["flush_every"] or is_last or step % train_cfg["eval_every"] == 0 or checkpoint_step:
-        fetched = flush()
+      flush_due = sum(call["n"] for call in pending) >= runtime["flush_every"]
+      if flush_due or is_last or step % train_cfg["eval_every"] == 0 or checkpoint_step:
+        flushed = flush()
         if not running():
           break
         if bar is not None:
-          bar.update(len(fetched))
+          bar.update(flushed)
           bar.set_postfix(loss=" ".join(f"{m.last_rows[-1]['loss']:.4f}" for m in running()), refresh=False)
         timelines.add("steps", time.time() - steps_clock)
         timelines.reached(step)
@@ -822,13 +870,13 @@ def _memory_limit(limit_gib):
 
 
 def _divergence(rows, earlier_losses, max_spike):
-  """Why these steps show divergence, or None: a non-finite loss/grad norm, or a loss spike."""
+  """(index of the first row that diverged, why), or None: a non-finite loss/grad norm, or a loss spike."""
   history = list(earlier_losses[-20:])
-  for row in rows:
+  for i, row in enumerate(rows):
     if not math.isfinite(row["loss"]) or not math.isfinite(row["grad_norm"]):
-      return f"non-finite loss or gradient norm at step {row['step']}"
+      return i, f"non-finite loss or gradient norm at step {row['step']}"
     if max_spike and len(history) >= 5 and row["loss"] > max_spike * np.mean(history[-20:]):
-      return f"loss spike at step {row['step']}: {row['loss']:.4g} > {max_spike:g} x recent mean {np.mean(history[-20:]):.4g}"
+      return i, f"loss spike at step {row['step']}: {row['loss']:.4g} > {max_spike:g} x recent mean {np.mean(history[-20:]):.4g}"
     history.append(row["loss"])
   return None
 

@@ -203,7 +203,9 @@ class RuntimeSpec(_Strict):
   """How to run, not what: not part of the trial id, so the same trials run on any machine."""
   mesh: MeshSpec = MeshSpec()
   tensorboard: bool = True  # also write TensorBoard event files
-  flush_every: int = pydantic.Field(10, ge=1)  # steps between writes of the per-step rows
+  flush_every: int = pydantic.Field(10, ge=1)  # steps between writes of the per-step rows (at a dispatch's end)
+  # Steps one host dispatch runs (scaling/train.several_steps): small models spend most of a step on the host.
+  steps_per_dispatch: int = pydantic.Field(8, ge=1, le=1024)
   checkpoint_every: int = pydantic.Field(500, ge=0)  # steps; 0: only on preemption and at the end
   checkpoint_minutes: float = pydantic.Field(10.0, gt=0)  # also save when this much time passed
   keep_checkpoints: int = pydantic.Field(2, ge=1)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from scaling.data import Batches, train_each
+from scaling.data import Batches, train_steps
 from scaling.data.markov import MarkovLanguage, MarkovSpec
 
 
@@ -82,14 +82,21 @@ def test_tables_are_a_pure_function_of_the_seed():
   assert not np.array_equal(a.next_token_probs, MarkovLanguage(MarkovSpec(seed=4)).next_token_probs)
 
 
-def test_trials_on_one_stream_draw_together_what_each_draws_alone():
-  """Packed trials draw their batches in one pass (data.train_each): the same windows as one draw per trial."""
+def test_trials_on_one_stream_draw_their_steps_together_what_each_draws_alone():
+  """Packed trials draw several steps' batches in one pass (data.train_steps): the same windows as one draw
+  per step and trial."""
   config = {"kind": "markov", "vocab_size": 8, "order": 2, "mix": [0.2, 0.3, 0.5]}
   trials = [Batches(config, 16, 4, seed) for seed in (0, 1, 7)]
-  for step in (0, 5):
-    for together, alone in zip(train_each(trials, step), [b.train(step) for b in trials]):
-      np.testing.assert_array_equal(together["tokens"], alone["tokens"])
-  assert not np.array_equal(train_each(trials, 3)[0]["tokens"], train_each(trials, 3)[1]["tokens"])
-  # Another stream (here another window) is not drawn with them, and gets its own batch shape.
-  mixed = train_each(trials[:1] + [Batches(config, 8, 4, 1)], 2)
-  assert [d["tokens"].shape for d in mixed] == [(4, 17), (4, 9)]
+  for first, n in ((0, 1), (5, 3)):
+    together = train_steps(trials, first, n)["tokens"]
+    assert together.shape == (n, 3, 4, 17)
+    for i in range(n):
+      for t, trial in enumerate(trials):
+        np.testing.assert_array_equal(together[i, t], trial.train(first + i)["tokens"])
+  assert not np.array_equal(together[0, 0], together[0, 1]) and not np.array_equal(together[0, 0], together[1, 0])
+  # Trials on another stream (here a data-constrained one) draw alone, into the same layout; `rows` keeps rows.
+  mixed = [trials[0], Batches({**config, "unique_tokens": 17 * 12}, 16, 4, 0)]
+  drawn = train_steps(mixed, 2, 2, rows=slice(1, 3))["tokens"]
+  for i in range(2):
+    for t, trial in enumerate(mixed):
+      np.testing.assert_array_equal(drawn[i, t], trial.train(2 + i)["tokens"][1:3])

@@ -69,13 +69,24 @@ class Batches:
     return self.source.eval_set_floor(eval_batches)
 
 
-def train_each(trials: list, step: int) -> list:
-  """[b.train(step) for b in trials]; trials on the same stream (data config, window, batch) draw together."""
-  first = trials[0]
-  if first.unique is None and all((b.data_cfg, b.seq_len, b.batch_size) == (first.data_cfg, first.seq_len,
-                                                                            first.batch_size) for b in trials):
-    return first.source.draw_each([np.random.default_rng((b.seed, step)) for b in trials], first.batch_size, "train")
-  return [b.train(step) for b in trials]
+def train_steps(trials: list, first: int, n: int, rows=None) -> dict:
+  """The batches of steps first .. first + n - 1 of each trial: {feature: [n, len(trials), batch rows, ...]}.
+
+  The trials share shapes (a pack). Trials on the same stream (data config, window, batch) draw all their
+  steps in one pass (Source.draw_each), the same windows as one draw per step and trial; `rows` (a slice)
+  keeps this host's rows of each batch.
+  """
+  head = trials[0]
+  steps = range(first, first + n)
+  if head.unique is None and all((b.data_cfg, b.seq_len, b.batch_size) == (head.data_cfg, head.seq_len,
+                                                                           head.batch_size) for b in trials):
+    rngs = [np.random.default_rng((b.seed, step)) for step in steps for b in trials]
+    draws = head.source.draw_each(rngs, head.batch_size, "train")
+    if rows is not None:
+      draws = [{k: v[rows] for k, v in d.items()} for d in draws]
+  else:
+    draws = [b.train(step, rows) for step in steps for b in trials]
+  return {k: np.stack([d[k] for d in draws]).reshape(n, len(trials), *draws[0][k].shape) for k in draws[0]}
 
 
 def unique_set(source, unique_tokens: int, seq_len: int, batch_size: int) -> np.ndarray:
