@@ -670,8 +670,9 @@ def _train(members, progress, runtime, staged) -> list:
     return rows
 
   def save(step, wait=False, of=None):
-    """Checkpoints the running trials (or only trial `of`), after pushing a staged run's other files."""
-    saving = [of] if of is not None else running()
+    """Checkpoints the running trials (or only trial `of`) that have no checkpoint at `step` yet (a preemption
+    can land right after a save), after pushing a staged run's other files."""
+    saving = [m for m in ([of] if of is not None else running()) if m.checkpoints.latest_step() != step]
     with _Timed(timelines if of is None else of.timeline, "checkpoint"):
       if staged is not None:
         staged.sync()
@@ -690,7 +691,7 @@ def _train(members, progress, runtime, staged) -> list:
         m.last_eval = eval_rows(step, final=True, of=m)[t]
       if not any(r.get("eval_loss") is not None and r["step"] == step for r in metrics_lib.read_metrics(m.metrics_path)):
         m.writer.write([m.last_eval])
-    if m.status in ("done", "flagged") and m.checkpoints.latest_step() != step:  # a flagged trial may be resumed
+    if m.status in ("done", "flagged"):  # a flagged trial may be resumed
       save(step, of=m)
     with _Timed(m.timeline, "checkpoint"):  # Waits for the asynchronous writes still in flight.
       m.checkpoints.close()

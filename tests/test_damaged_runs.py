@@ -27,7 +27,7 @@ from tests.damaged_runs import cases as corpus
 from tests.test_cli_contract import SWEEP
 
 FINISHED_SWEEP = SWEEP.replace("name: contract", "name: finished").replace("size: 1,", "size: [1, 2],")
-INTERRUPTED_STEPS = 60
+INTERRUPTED_STEPS = 150  # long enough that SIGTERM lands before the end
 INTERRUPTED_SWEEP = (FINISHED_SWEEP.replace("name: finished", "name: interrupted")
                      .replace("tokens: 1280", f"tokens: {INTERRUPTED_STEPS * 8 * 16}")
                      .replace("runtime: {tensorboard: false}",

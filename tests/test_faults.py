@@ -125,8 +125,11 @@ def test_sigkill_at_random_points_then_resume_is_bit_exact(tmp_path, template):
     assert all("moe_dropped" in r and "moe_load_balance" in r for r in rows if "loss" in r)
 
 
-def test_sigterm_saves_a_checkpoint_before_exit(tmp_path):
-  path = sweep_file(tmp_path, steps=400, checkpoint_every=0)  # no periodic checkpoints
+@pytest.mark.parametrize("checkpoint_every", [0, 4])
+def test_sigterm_saves_a_checkpoint_before_exit(tmp_path, checkpoint_every):
+  """With no periodic checkpoints; and with one at the end of every dispatch (each ends at a multiple of 4), so
+  the signal lands right after a save: the checkpoint already there is the one to exit with."""
+  path = sweep_file(tmp_path, steps=400, checkpoint_every=checkpoint_every)
   trial = expand.load(path).trials[0]
   out = tmp_path / "runs"
   run_dir = str(out / "t" / trial.id)
