@@ -35,7 +35,8 @@ def pack_key(config: dict) -> str:
 
 def hyperparameters(configs: list) -> dict:
   """The trials' hyperparameters: one trial's as the Python values of its config (compiled in as
-  constants, the program of an unpacked trial), several as arrays with one entry per trial.
+  constants, the program of an unpacked trial, which takes only the seed as an argument), several as
+  arrays with one entry per trial.
 
   A fault step no trial sets is None (the step has no such branch); else 0 marks "never".
   """

@@ -138,7 +138,7 @@ def example_keys(seed: int, step, batch_size: int):
 
 
 def seed_key(seed):
-  """The PRNG key of a trial's seed: a Python int, or a traced uint32 (packed trials), the same key."""
+  """The PRNG key of a trial's seed: a Python int or a traced uint32 (the train step's), the same key."""
   return jax.random.key(seed % 2**32 if isinstance(seed, int) else seed)
 
 
@@ -497,8 +497,9 @@ def _train(members, progress, runtime, staged) -> list:
   trial_step, eval_fn = make_train_step(graphdef, s.objective, objective_options, config["optimizer"], s.steps,
                                         train_cfg, lr_multipliers)
   hp = pack.hyperparameters([m.config for m in members])
-  if size == 1:  # One trial's hyperparameters are compiled in; a pack maps the step over its trials.
-    step_fn, hp_args = lambda p, o, b, i: trial_step(p, o, b, i, hp), ()
+  if size == 1:  # One trial's hyperparameters are compiled in, but for its seed: one program serves every seed.
+    step_fn = lambda p, o, b, i, seed: trial_step(p, o, b, i, {**hp, "seed": seed})
+    hp_args = (np.uint32(hp["seed"] % 2**32),)
   else:
     step_fn, hp_args = jax.vmap(trial_step, in_axes=(0, 0, 0, None, 0)), (hp,)
   platform = jax.devices()[0].platform
