@@ -1,6 +1,7 @@
 """The platform's GPT training throughput against a PyTorch nanoGPT-style model of the same shape.
 
   python -m benchmarks.torch_vs_jax [--rounds 2] [--steps 300] [--threads 2] [--cpu-dots ynn,eigen]
+                                    [--steps-per-dispatch 1,8]
 
 Both train nanoGPT's CPU configuration (sweeps/configs/shakespeare_baby.yaml: 4 layers, 4 heads,
 width 128, block 64, batch 12, vocab 65 characters of tiny Shakespeare) with AdamW. Each side runs in
@@ -9,7 +10,8 @@ tokens/s (after its compile or warmup). The platform side is the real trainer, `
 reading `tokens_per_second` from its summary (eval and checkpoints are not in it). The reference
 (written here, in the style of nanoGPT's model.py: learned positions, LayerNorm, biases, tied
 embedding, `scaled_dot_product_attention`) is eager PyTorch. `--cpu-dots` lists the platform's CPU dot
-libraries to race (scaling/runtime.py's SCALING_CPU_DOTS; each is a side of its own in every round).
+libraries to race (scaling/runtime.py's SCALING_CPU_DOTS), `--steps-per-dispatch` the trainer's
+`runtime.steps_per_dispatch` values (default: the runtime's); each pair is a side of its own in every round.
 Prints one line per run and the ratio platform / PyTorch of the medians. Needs `pip install torch` (a CPU
 build).
 """
@@ -28,7 +30,7 @@ TEXT = os.path.join(os.path.dirname(ROOT), "shared", "data", "tiny_shakespeare",
 LAYERS, HEADS, WIDTH, BLOCK, BATCH = 4, 4, 128, 64, 12
 
 
-def platform_tokens_per_second(steps: int) -> float:
+def platform_tokens_per_second(steps: int, steps_per_dispatch: int | None = None) -> float:
   """The real trainer on shakespeare_baby.yaml for `steps` steps; its steady-state tokens/s."""
   from scaling import runtime
   runtime.configure_jax()
@@ -39,7 +41,8 @@ def platform_tokens_per_second(steps: int) -> float:
   config["train"]["eval_every"], config["train"]["eval_batches"] = steps, 1
   with tempfile.TemporaryDirectory() as tmp:
     summary = train_lib.train(config, os.path.join(tmp, "run"), progress=False,
-                              runtime={"checkpoint_every": 0, "tensorboard": False, "flush_every": 50})
+                              runtime={"checkpoint_every": 0, "tensorboard": False, "flush_every": 50,
+                                       **({"steps_per_dispatch": steps_per_dispatch} if steps_per_dispatch else {})})
   return summary["tokens_per_second"]
 
 
@@ -111,11 +114,12 @@ def torch_tokens_per_second(steps: int, threads: int, warmup: int = 20) -> float
 def _child(side: str, steps: int, threads: int) -> float:
   # XLA's CPU client uses every core; give PyTorch the same (--threads defaults to the core count).
   env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-  side, _, dots = side.partition(":")
+  side, dots, per_dispatch = (side.split(":") + ["", ""])[:3]
   if dots:
     env["SCALING_CPU_DOTS"] = dots
   out = subprocess.run([sys.executable, "-m", "benchmarks.torch_vs_jax", "--child", side, "--steps", str(steps),
-                        "--threads", str(threads)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+                        "--threads", str(threads)] + (["--steps-per-dispatch", per_dispatch] if per_dispatch else []),
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
   if out.returncode != 0:
     raise SystemExit(f"{side} run failed:\n{out.stderr[-3000:]}")
   return json.loads(out.stdout.strip().splitlines()[-1])["tokens_per_second"]
@@ -127,14 +131,16 @@ def main(argv=None) -> int:
   parser.add_argument("--steps", type=int, default=300)
   parser.add_argument("--threads", type=int, default=os.cpu_count())
   parser.add_argument("--cpu-dots", default="ynn", help="comma-separated SCALING_CPU_DOTS values to race")
+  parser.add_argument("--steps-per-dispatch", default="", help="comma-separated runtime.steps_per_dispatch values")
   parser.add_argument("--child", choices=["platform", "torch"], default=None)
   args = parser.parse_args(argv)
   if args.child:
-    rate = (platform_tokens_per_second(args.steps) if args.child == "platform"
+    rate = (platform_tokens_per_second(args.steps, int(args.steps_per_dispatch or 0)) if args.child == "platform"
             else torch_tokens_per_second(args.steps, args.threads))
     print(json.dumps({"tokens_per_second": rate}))
     return 0
-  sides = [f"platform:{dots}" for dots in args.cpu_dots.split(",")] + ["torch"]
+  sides = [f"platform:{dots}" + (f":{k}" if k else "") for dots in args.cpu_dots.split(",")
+           for k in args.steps_per_dispatch.split(",")] + ["torch"]
   rates = {side: [] for side in sides}
   for round_ in range(args.rounds):
     for side in sides:
