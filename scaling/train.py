@@ -434,8 +434,11 @@ def _train(members, progress, runtime, staged) -> list:
   optimizer, _ = make_optimizer(config["optimizer"], s.steps, lr_multipliers=lr_multipliers)
   mesh = mesh_lib.make_mesh(runtime["mesh"])
 
+  # Steps per host dispatch (several_steps). Hosts of a multi-process job agree on a preemption step
+  # by stepping through every step number, so they dispatch one at a time.
+  per_call = runtime["steps_per_dispatch"] if jax.process_count() == 1 else 1
   problem = _host_memory_problem({k: ((shape[0] * size, *shape[1:]), dtype) for k, (shape, dtype)
-                                  in s.data.shapes().items()}, train_cfg["eval_batches"])
+                                  in s.data.shapes().items()}, train_cfg["eval_batches"], per_call)
 
   # What is known before the first step; the summary says "running" until the end.
   for m in members:
@@ -469,7 +472,8 @@ def _train(members, progress, runtime, staged) -> list:
 
   write_summaries(status="running")
   if problem:
-    refuse(f"{problem}; lower train.batch_size or train.eval_batches (train.microbatches keeps the batch size)")
+    refuse(f"{problem}; lower train.batch_size, train.eval_batches or runtime.steps_per_dispatch "
+           f"(train.microbatches keeps the batch size)")
 
   # ---- Shard & functional state ----
   graphdef, one_params = nnx.split(s.model)
@@ -489,9 +493,6 @@ def _train(members, progress, runtime, staged) -> list:
   opt_state = pack.stack([init_opt(p) for p in placed], stacked_opt_sharding)
   del placed
   placement = Placement(mesh, s.data.shapes())  # One trial's batch: eval sets, evaluators (trials share them).
-  # Steps per host dispatch (several_steps). Hosts of a multi-process job agree on a preemption step
-  # by stepping through every step number, so they dispatch one at a time.
-  per_call = runtime["steps_per_dispatch"] if jax.process_count() == 1 else 1
   steps_placement = placement.with_shapes(s.data.shapes(), (per_call,) + ((size,) if size > 1 else ()))
 
   trial_step, eval_fn = make_train_step(graphdef, s.objective, objective_options, config["optimizer"], s.steps,
@@ -601,7 +602,7 @@ def _train(members, progress, runtime, staged) -> list:
     m.recent_losses = [r["loss"] for r in metrics_lib.read_metrics(m.metrics_path)
                        if "loss" in r and r["step"] <= start_step][-20:]
   timelines.add("restore", time.time() - restore_start)
-  # Collectives on a multi-device CPU client deadlock if many steps are in flight: sync every step.
+  # Collectives on a multi-device CPU client deadlock if many steps are in flight: sync every dispatch.
   sync_every_step = on_cpu and mesh.size > 1
 
   # ---- Train loop ----
@@ -849,12 +850,15 @@ def _memory_per_device(compiled):
     return None
 
 
-def _host_memory_problem(shapes: dict, eval_batches: int):
-  """Why this host cannot hold a train batch and the eval set (drawn before anything is compiled), or None."""
+def _host_memory_problem(shapes: dict, eval_batches: int, per_call: int = 1):
+  """Why this host cannot hold a dispatch's train batches and the eval set (drawn before anything is
+  compiled), or None."""
   batch = sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in shapes.values()) / jax.process_count()
-  needed, host = batch * (eval_batches + 2), os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  needed = batch * (eval_batches + 2 * per_call)
+  host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
   if needed > host / 2:
-    return (f"a batch takes {batch / 2**30:.3g} GiB of host memory and the eval set {eval_batches} more; "
+    return (f"a batch takes {batch / 2**30:.3g} GiB of host memory, {per_call} of them a dispatch, and the eval set "
+            f"{eval_batches} more; "
             f"{needed / 2**30:.3g} GiB is over half of this host's {host / 2**30:.3g} GiB")
   return None
 
