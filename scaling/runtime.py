@@ -3,8 +3,9 @@ import os
 
 # SCALING_CPU_DOTS: which library XLA's CPU backend runs matrix products with. "ynn" (the default) is
 # XLA's own, YNNPACK fusions, with which every figure the README and the sweep headers state was
-# measured (packed trials excepted: their programs use Eigen, packed_compiler_options). "eigen" runs the compiled train step at nanoGPT's CPU configuration 1.15x faster here (A/B
-# timings; within the noise in whole-trainer runs), but rounds differently: trained numbers move at
+# measured (packed trials excepted: their programs use Eigen, packed_compiler_options). "eigen" runs
+# the compiled train step at nanoGPT's CPU configuration 1.15x faster here (A/B timings; within the
+# noise in whole-trainer runs), but rounds differently: trained numbers move at
 # float32 rounding level, enough to reorder rungs whose losses lie within seed noise
 # (benchmarks/RESULTS.md). Only the CPU backend reads it.
 _YNN_FUSION_TYPE = "xla_cpu_experimental_ynn_fusion_type"  # which ops go to YNNPACK; none: Eigen's dots

@@ -882,7 +882,8 @@ def _divergence(rows, earlier_losses, max_spike):
     if not math.isfinite(row["loss"]) or not math.isfinite(row["grad_norm"]):
       return i, f"non-finite loss or gradient norm at step {row['step']}"
     if max_spike and len(history) >= 5 and row["loss"] > max_spike * np.mean(history[-20:]):
-      return i, f"loss spike at step {row['step']}: {row['loss']:.4g} > {max_spike:g} x recent mean {np.mean(history[-20:]):.4g}"
+      return i, (f"loss spike at step {row['step']}: {row['loss']:.4g} > {max_spike:g} x recent mean "
+                 f"{np.mean(history[-20:]):.4g}")
     history.append(row["loss"])
   return None
 
