@@ -29,6 +29,7 @@ from analysis import objectives as objectives_lib
 from analysis import prediction_check
 from analysis import time_spent
 from analysis.load import LoadError, load_sweep
+from scaling import containment
 from scaling import metrics as metrics_lib
 
 
@@ -130,8 +131,7 @@ def analyze(directory, params_column="params_non_embedding", compute_column="flo
   the full law with its excess-parameter term (U_N = U / tokens_per_param).
   """
   results = load_sweep(directory)
-  out_dir = os.path.join(directory, "analysis")
-  os.makedirs(out_dir, exist_ok=True)
+  out_dir = _analysis_dir(directory)
   trials, steps = results.trials, results.steps
   trials.to_csv(os.path.join(out_dir, "trials.csv"), index=False)
   steps.to_csv(os.path.join(out_dir, "steps.csv"), index=False)
@@ -352,6 +352,20 @@ def _backtest_line(bt, floor) -> str:
 def backtest_line(summary) -> str:
   """The backtest in one line (one objective; per objective see main)."""
   return _backtest_line(summary["backtest"], summary["entropy_floor"])
+
+
+def _analysis_dir(directory: str) -> str:
+  """DIRECTORY/analysis, made; no link in it is written through (scaling/containment.py): a planted one, the
+  directory itself included, is moved aside and said."""
+  out_dir = os.path.join(directory, "analysis")
+  moved = [(out_dir, containment.damaged_name(out_dir))] if os.path.islink(out_dir) else []
+  for link, aside in moved:
+    os.rename(link, aside)
+  os.makedirs(out_dir, exist_ok=True)
+  for link, aside in moved + containment.move_links_aside(out_dir):
+    print(f"warning: {link}: a symbolic link, never written through; moved aside as {os.path.basename(aside)}",
+          file=sys.stderr)
+  return out_dir
 
 
 def main(argv=None) -> int:

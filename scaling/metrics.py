@@ -10,13 +10,15 @@ Every reader here is bounded: it reads regular files only (never blocks on a FIF
 reads a device), JSON files up to MAX_JSON_BYTES, metrics lines up to MAX_LINE_BYTES.
 `metrics_problem` says in one line what a finished trial's metrics file lost and what to do.
 """
+import errno
 import json
 import math
 import os
 import shutil
 import stat
 import sys
-import time
+
+from scaling import containment
 
 MAX_JSON_BYTES = 64 * 2**20  # summary.json, config.json and sweep.json are kilobytes; a manifest of 10k trials ~1 MB
 MAX_LINE_BYTES = 2**20  # a metrics row is under a kilobyte
@@ -30,11 +32,16 @@ def write_json_atomic(path: str, obj) -> None:
   _replace_atomically(path, write)
 
 
+def write_bytes_atomic(path: str, data: bytes) -> None:
+  """`path` replaced by `data` as write_json_atomic replaces it."""
+  _replace_atomically(path, lambda f: f.buffer.write(data))
+
+
 def _replace_atomically(path: str, write) -> None:
   """Replaces `path` with what write(text file) writes: a synced temporary file renamed over it, or nothing."""
   tmp = f"{path}.tmp{os.getpid()}"
   try:
-    with open(tmp, "w") as f:
+    with containment.open_new(tmp) as f:  # a link planted at the temporary name is refused, not written through
       write(f)
       f.flush()
       os.fsync(f.fileno())
@@ -53,7 +60,12 @@ def _remove_quietly(path: str) -> None:
 
 def _open_regular(path: str):
   """A binary file object for `path` if it is a regular file, else UnusableFile; never blocks (FIFOs)."""
-  fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+  try:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)  # inside a run directory no link is followed
+  except OSError as e:
+    if e.errno == errno.ELOOP:
+      raise UnusableFile(f"{path}: a symbolic link, never followed inside a run directory") from None
+    raise
   try:
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
@@ -202,22 +214,13 @@ def truncate_metrics(path: str, last_step: int) -> int:
   try:
     rows, damaged, _torn = _parse_metrics(path)
   except (OSError, UnusableFile):  # A directory, a FIFO, a dangling link: kept aside, and said.
-    os.replace(path, _damaged_copy_name(path))
+    os.replace(path, containment.damaged_name(path))
     return 1
   if damaged:
-    shutil.copy2(path, _damaged_copy_name(path))
+    shutil.copy2(path, containment.damaged_name(path))
   rows = [r for r in rows if r["step"] <= last_step]
   _replace_atomically(path, lambda f: f.writelines(json.dumps(row) + "\n" for row in rows))
   return damaged
-
-
-def _damaged_copy_name(path: str) -> str:
-  """`<path>.damaged-<UTC timestamp>[-n]`: a name beside `path` that nothing holds yet."""
-  stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-  copy, n = f"{path}.damaged-{stamp}", 1
-  while os.path.lexists(copy):
-    copy, n = f"{path}.damaged-{stamp}-{n}", n + 1
-  return copy
 
 
 class MetricsWriter:
@@ -230,7 +233,7 @@ class MetricsWriter:
     line on stderr: metrics.jsonl holds every row anyway.
     """
     self._enabled = enabled
-    self._file = open(os.path.join(run_dir, "metrics.jsonl"), "a") if enabled else None
+    self._file = containment.open_append(os.path.join(run_dir, "metrics.jsonl")) if enabled else None
     self._tb = None
     events = os.path.join(run_dir, "tensorboard")
     if tensorboard and enabled and os.path.lexists(events) and not os.path.isdir(events):

@@ -6,6 +6,7 @@ thread; a claim untouched for LEASE seconds, or whose process is gone from this
 host, belongs to a dead process and may be taken over, under a takeover lock so
 that two contenders cannot both win it.
 """
+import errno
 import json
 import os
 import socket
@@ -99,7 +100,10 @@ def holder(run_dir: str):
 
 
 def try_claim(run_dir: str):
-  """A Claim if this process now holds the trial, else None (someone alive holds it)."""
+  """A Claim if this process now holds the trial, else None (someone alive holds it); OSError if the run directory
+  is a symbolic link (never followed: scaling/containment.py) or cannot be made."""
+  if os.path.islink(run_dir):
+    raise NotADirectoryError(errno.ENOTDIR, "a symbolic link, never followed", run_dir)
   os.makedirs(run_dir, exist_ok=True)
   path = os.path.join(run_dir, "claim.json")
   if _create(path):

@@ -12,8 +12,8 @@ after another here, on a Ray cluster, as a SLURM array) is a backend's business.
 import json
 import os
 import re
-import shutil
 
+from scaling import containment
 from scaling import distributed
 from scaling import logs
 from scaling import metrics as metrics_lib
@@ -65,8 +65,11 @@ def write_manifest(directory: str, sweep) -> None:
   try:
     os.makedirs(directory, exist_ok=True)
     archived = os.path.join(directory, "sweep.yaml")
-    if not (os.path.isfile(archived) and os.path.samefile(sweep.path, archived)):  # re-running the archived copy
-      shutil.copyfile(sweep.path, archived)
+    if not (os.path.isfile(archived) and not os.path.islink(archived)
+            and os.path.samefile(sweep.path, archived)):  # re-running the archived copy
+      with open(sweep.path, "rb") as f:
+        source = f.read(metrics_lib.MAX_JSON_BYTES)
+      metrics_lib.write_bytes_atomic(archived, source)  # replaces a planted link, never writes through it
     metrics_lib.write_json_atomic(os.path.join(directory, "sweep.json"), {
         "name": sweep.name,
         "source": os.path.abspath(sweep.path),
@@ -115,6 +118,9 @@ def read_summary(run_dir: str):
   resumes it from its last checkpoint and rewrites config.json and a whole summary (every field of it
   is derived from the run).
   """
+  if os.path.islink(run_dir):
+    return {"status": "damaged", "reason": f"{run_dir}: a symbolic link (to {os.readlink(run_dir)}), never followed; "
+                                           f"move it away and run the sweep again (the trial restarts)"}
   if os.path.lexists(run_dir) and not os.path.isdir(run_dir):
     return {"status": "damaged", "reason": f"{run_dir}: not a directory; move it away and run the sweep again "
                                            f"(the trial restarts)"}
@@ -185,9 +191,11 @@ def log_attempt(run_dir: str, record: dict) -> None:
     if "error" in record:
       logs.warning(f"{run_dir}: {which}: {record['outcome']}: {record['error']}")
     return
+  if os.path.islink(run_dir):  # never written through (read_summary says why)
+    return
   path = os.path.join(run_dir, "attempts.jsonl")
   try:
-    with open(path, "a+b") as f:
+    with containment.open_append(path, binary=True) as f:  # a planted link is refused, not appended through
       torn = _ends_without_newline(f)  # A torn last line (a crash mid-write) stays a line of its own.
       f.write((b"\n" if torn else b"") + (json.dumps(record) + "\n").encode())
   except OSError as e:  # The log is for people; losing one record must not stop the trial or the sweep.
@@ -204,7 +212,7 @@ def _ends_without_newline(f) -> bool:
 
 def mark_failed(run_dir: str, reason: str) -> None:
   """The summary says `failed` and why (what the last attempt's summary knew is kept)."""
-  if distributed.is_writer():
+  if distributed.is_writer() and not os.path.islink(run_dir):  # never written through (read_summary says why)
     previous = read_summary(run_dir) or {}
     metrics_lib.write_json_atomic(os.path.join(run_dir, "summary.json"),
                                   {**previous, "status": "failed", "reason": reason})

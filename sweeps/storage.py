@@ -16,6 +16,9 @@ without the checkpoints (SCALING_STAGING/mirror/, default ~/.cache/scaling; atte
 SCALING_STAGING/stage/ and remove their copy when they end), pulled when they read
 and pushed after they write (sweep.json, a failed trial's summary, analysis/). Plain paths are
 used as they are, and none of this runs for them.
+
+A mirror lies inside the staging root whatever its URL says (scaling/containment.py: a URL path is
+plain names) and deletes only files it wrote itself, as its ledger (LEDGER) lists them.
 """
 import contextlib
 import os
@@ -24,10 +27,14 @@ import shutil
 import tempfile
 import threading
 
+from scaling import containment
+from scaling import metrics as metrics_lib
+
 SYNC_SECONDS = 10.0  # below claims.LEASE_SECONDS: a running attempt's claim stays fresh on the bucket
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # Never copied: checkpoints live only on the bucket; submitit's job files and logs only where the driver runs.
 NOT_MIRRORED = ("checkpoints", "slurm")
+LEDGER = ".mirrored.json"  # in a mirror: the files it wrote (pulled or pushed), the only ones it ever deletes
 
 
 def is_url(path) -> bool:
@@ -57,8 +64,10 @@ def opened(directory: str) -> "Place":
 
 
 def problem(url: str):
-  """Why `url` cannot hold a sweep (no fsspec filesystem for its protocol, cannot be written), or None."""
+  """Why `url` cannot hold a sweep (a path that climbs, no fsspec filesystem for its protocol, cannot be written),
+  or None."""
   try:
+    mirror_dir(url)
     fs, root = _filesystem(url)
     fs.makedirs(root, exist_ok=True)
     probe = f"{root.rstrip('/')}/.write-check-{os.getpid()}"
@@ -66,6 +75,8 @@ def problem(url: str):
     fs.rm_file(probe)
   except ImportError as e:  # fsspec: "Install gcsfs to access Google Storage"
     return str(e).splitlines()[0]
+  except containment.Escape as e:
+    return str(e)
   except (OSError, ValueError) as e:
     return f"{type(e).__name__}: {e}".splitlines()[0][:300]
   return None
@@ -81,9 +92,13 @@ def _staging_root() -> str:
 
 
 def mirror_dir(url: str) -> str:
-  """Where this machine keeps its mirror of the sweep directory at `url`."""
-  scheme, rest = url.split("://", 1)
-  return os.path.join(_staging_root(), "mirror", scheme, rest.strip("/"))
+  """Where this machine keeps its mirror of the sweep directory at `url`: inside the staging root, whatever the URL
+  says (containment.Escape if it would climb out: `..`, `.` or an empty segment)."""
+  scheme, names = containment.url_parts(url)
+  root = os.path.join(_staging_root(), "mirror")
+  local = os.path.join(root, scheme, *names)
+  containment.within(root, local)  # also through links planted in the staging root
+  return local
 
 
 class Mirror:
@@ -91,22 +106,44 @@ class Mirror:
 
   def __init__(self, url: str, local: str):
     self.url, self.local = url, local
+    containment.url_parts(url)  # a URL that climbs is refused before anything is read or written
     self.fs, self.root = _filesystem(url)
     self.root = self.root.rstrip("/")
     self._known = {}  # relative path -> (size, mtime_ns) of the local file when last pulled or pushed
+    self._wrote = set()  # relative paths this mirror wrote here or there, this process or an earlier one (LEDGER)
     self._lock = threading.Lock()
 
   def _mirrored(self, rel: str) -> bool:
     parts = rel.split("/")
-    return not (set(parts) & set(NOT_MIRRORED)) and not parts[-1].endswith(".part")
+    return not (set(parts) & set(NOT_MIRRORED)) and not parts[-1].endswith(".part") and rel != LEDGER
+
+  def _local(self, rel: str) -> str:
+    """The local path of the bucket's `rel`; containment.Escape if it would lie outside this copy."""
+    if any(part in ("", ".", "..") for part in rel.split("/")):
+      raise containment.Escape(f"{self.url}/{rel}: not a plain relative name; not mirrored")
+    target = os.path.join(self.local, *rel.split("/"))
+    containment.within(self.local, os.path.dirname(target))  # no link in the copy leads out of it
+    return target
+
+  def _load_ledger(self) -> None:
+    try:
+      wrote = metrics_lib.read_json(os.path.join(self.local, LEDGER))
+    except (OSError, ValueError):  # none yet (a new copy), or damaged: nothing here is known to be the mirror's
+      wrote = []
+    self._wrote = {rel for rel in wrote if isinstance(rel, str)} if isinstance(wrote, list) else set()
+
+  def _save_ledger(self) -> None:
+    metrics_lib.write_json_atomic(os.path.join(self.local, LEDGER), sorted(self._wrote))
 
   def pull(self, under: str = "", fresh: bool = False) -> None:
     """Brings this copy (below `under`) in step with the bucket; `fresh`: it is emptied first."""
     with self._lock:
+      containment.within(_staging_root(), self.local)
       if fresh:
         shutil.rmtree(self.local, ignore_errors=True)
         self._known.clear()
       os.makedirs(self.local, exist_ok=True)
+      self._load_ledger()
       top = f"{self.root}/{under}".rstrip("/")
       listed = self.fs.find(top, detail=True) if self.fs.exists(top) else {}
       there = set()
@@ -115,19 +152,25 @@ class Mirror:
         if not self._mirrored(rel):
           continue
         there.add(rel)
-        target = os.path.join(self.local, *rel.split("/"))
+        target = self._local(rel)
         if self._unchanged(path, info, target, rel):
           continue
         os.makedirs(os.path.dirname(target), exist_ok=True)
+        self._wrote.add(rel)
+        containment.refuse_link(target + ".part", "a mirror's file")
         self.fs.get_file(path, target + ".part")
         os.replace(target + ".part", target)
         modified = self.fs.modified(path).timestamp()  # a claim's age is its heartbeat's on the bucket
         os.utime(target, (modified, modified))
         self._known[rel] = _stamp(target)
       for rel in self._local_files(under):
-        if rel not in there:  # gone from the bucket (a released claim), or left here by an earlier run
-          os.remove(os.path.join(self.local, *rel.split("/")))
+        # Gone from the bucket (a released claim), or left here by an earlier run: removed only if this mirror
+        # wrote it; whatever else is here is not the mirror's to delete.
+        if rel not in there and rel in self._wrote:
+          os.remove(self._local(rel))
           self._known.pop(rel, None)
+          self._wrote.discard(rel)
+      self._save_ledger()
 
   def _local_files(self, under: str = "") -> list:
     """The mirrored files of this copy (below `under`), as relative paths with /."""
@@ -169,12 +212,16 @@ class Mirror:
           data = data[:data.rfind(b"\n") + 1]
         self.fs.pipe_file(f"{self.root}/{rel}", data)
         self._known[rel] = stamp
-      for rel in [r for r in self._known if r not in here]:
+        self._wrote.add(rel)
+      for rel in [r for r in self._known if r not in here]:  # pulled or pushed by this process, deleted here since
         try:
           self.fs.rm_file(f"{self.root}/{rel}")
         except FileNotFoundError:
           pass
         del self._known[rel]
+        self._wrote.discard(rel)
+      if os.path.isdir(self.local):
+        self._save_ledger()
 
 
 def _stamp(path: str) -> tuple:
@@ -260,6 +307,8 @@ def _one_line(url: str, verb: str):
   """A bucket's failure as a StorageError naming the URL."""
   try:
     yield
+  except containment.Escape as e:
+    raise StorageError(str(e)) from None
   except ImportError as e:  # fsspec: "Install gcsfs to access Google Storage"
     raise StorageError(f"{url}: {str(e).splitlines()[0]}") from None
   except (OSError, ValueError) as e:
