@@ -45,9 +45,10 @@ def _run(config: dict, run_dir: str, runtime: dict, staged=None) -> str:
   from scaling import distributed
   from scaling import train as train_lib
   writer = distributed.is_writer()
-  if writer and os.path.islink(run_dir):  # never followed (scaling/containment.py): said, and not run
-    from scaling import logs
-    logs.warning(rundir.read_summary(run_dir)["reason"])
+  if distributed.agree(writer and os.path.islink(run_dir)):  # never followed (scaling/containment.py): not run
+    if writer:
+      from scaling import logs
+      logs.warning(rundir.read_summary(run_dir)["reason"])
     return "damaged"
   claim = _claim(run_dir) if writer else None
   if not distributed.agree(claim is not None):
