@@ -81,6 +81,8 @@ def _read(path: str):
 def _stale(path: str, info=None) -> bool:
   """Untouched for LEASE_SECONDS; or its process is gone; or unreadable and untouched for two heartbeats
   (a holder writes its claim whole at once, then touches it every HEARTBEAT_SECONDS)."""
+  if os.path.islink(path):  # planted: never a holder's (claims are created with O_EXCL, never as links)
+    return True
   info = _read(path) if info is None else info
   if _age(path) >= LEASE_SECONDS:
     return True
@@ -126,7 +128,7 @@ def try_claim(run_dir: str):
 
 def _age(path: str) -> float:
   try:
-    return time.time() - os.stat(path).st_mtime
+    return time.time() - os.lstat(path).st_mtime
   except (FileNotFoundError, NotADirectoryError):
     return float("inf")
 
