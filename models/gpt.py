@@ -13,6 +13,10 @@ from flax import nnx
 
 from models import mup, registry, transformer
 
+# Experts per MoE layer at most: the router's dispatch is [batch, tokens, experts, slots] and every expert a full
+# MLP, so far more than the few hundred fine-grained MoEs route among fits no host at any rung of the ladder.
+MAX_EXPERTS = 1024
+
 
 @dataclasses.dataclass(frozen=True)
 class GPTConfig(transformer.BlockShape):
@@ -51,6 +55,10 @@ def ladder(depth: int, *, vocab_size: int, seq_len: int, aspect_ratio: int = 64,
     raise ValueError(f"depth must be >= 1, got {depth}")
   if experts < 0 or (experts and not 1 <= top_k <= experts):
     raise ValueError(f"experts {experts}, top_k {top_k}: need experts >= 0 and 1 <= top_k <= experts")
+  if experts > MAX_EXPERTS:
+    raise ValueError(f"experts {experts}: at most {MAX_EXPERTS} (each one a full MLP of every block)")
+  if not experts and top_k != 1:  # else it would change the trial id and nothing else
+    raise ValueError(f"top_k {top_k} applies to a mixture of experts (experts > 0); a dense MLP routes nothing")
   if capacity_factor < 0 or router_aux < 0 or router_z < 0:
     raise ValueError("capacity_factor, router_aux and router_z must be >= 0")
   mup.check(parametrization, base_width, base_depth, base_head_dim, depth_alpha)

@@ -5,6 +5,8 @@ one line: `FILE:LINE: key.path: what was expected`. Nothing is written to disk
 while loading, so a bad file leaves no trace.
 """
 import inspect
+import math
+import os
 import re
 import typing
 from typing import Annotated, Literal, Optional, Union
@@ -16,6 +18,7 @@ from scaling import evaluators, objectives
 from scaling.data import registry as data_registry
 
 MAX_TRIALS = 10_000  # A grid beyond this is a typo, not a sweep.
+MAX_STEPS = 2 ** 31 - 1  # A step count or cadence: the step is an int32 on the device.
 
 
 class SpecError(ValueError):
@@ -23,7 +26,9 @@ class SpecError(ValueError):
 
 
 class _Strict(pydantic.BaseModel):
-  model_config = pydantic.ConfigDict(extra="forbid", strict=True, frozen=True)
+  # allow_inf_nan=False: every float of the schema is finite (YAML's .nan and .inf are refused), one setting
+  # for every field; the data kinds' and objectives' option schemas set it on their own bases.
+  model_config = pydantic.ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class ModelSpec(_Strict):
@@ -39,7 +44,7 @@ _DATA_KINDS = data_registry.kinds()
 
 class ObjectiveSpec(pydantic.BaseModel):
   """The training objective (scaling/objectives/): its name and its options, defaults filled in."""
-  model_config = pydantic.ConfigDict(extra="allow", strict=True, frozen=True)
+  model_config = pydantic.ConfigDict(extra="allow", strict=True, frozen=True, allow_inf_nan=False)
   name: str = "next_token"
 
   @pydantic.model_validator(mode="before")
@@ -62,7 +67,7 @@ class ObjectiveSpec(pydantic.BaseModel):
       options = objective.options.model_validate(given)
     except pydantic.ValidationError as e:
       first = e.errors()[0]
-      raise ValueError(f"option {'.'.join(map(str, first['loc']))} of objective {name!r}: {first['msg']}") from None
+      raise ValueError(f"option {'.'.join(map(str, first['loc']))} of objective {name!r}: {_message(first)}") from None
     return {"name": name, **options.model_dump()}
 
 
@@ -87,6 +92,16 @@ class HorizonSpec(_Strict):
       raise ValueError("give exactly one of tokens, tokens_per_param, examples, epochs or flops")
     return self
 
+  @pydantic.model_validator(mode="after")
+  def _counting_applies(self):  # else it would change the trial id and nothing else
+    if self.param_count != "non_embedding" and self.tokens_per_param is None:
+      raise ValueError(f"param_count {self.param_count!r} applies to tokens_per_param (which parameters the ratio "
+                       "counts); this horizon counts no parameters")
+    if self.flop_count != "exact" and self.flops is None:
+      raise ValueError(f"flop_count {self.flop_count!r} applies to flops (how a FLOP budget is counted); "
+                       "this horizon is no FLOP budget")
+    return self
+
 
 class OptimizerSpec(_Strict):
   """AdamW with linear warmup, then cosine decay to min_lr_ratio * lr (`cosine`), or constant lr and a
@@ -97,7 +112,7 @@ class OptimizerSpec(_Strict):
   b1: float = pydantic.Field(0.9, ge=0, lt=1)
   b2: float = pydantic.Field(0.95, ge=0, lt=1)
   eps: float = pydantic.Field(1e-8, gt=0)
-  warmup_steps: int = pydantic.Field(50, ge=0)
+  warmup_steps: int = pydantic.Field(50, ge=0, le=MAX_STEPS)
   min_lr_ratio: float = pydantic.Field(0.1, ge=0, le=1)
   grad_clip: float = pydantic.Field(1.0, ge=0)  # 0 disables clipping.
   schedule: Literal["cosine", "wsd"] = "cosine"
@@ -114,20 +129,21 @@ class TrainSpec(_Strict):
   seq_len: int = pydantic.Field(64, ge=2, le=1 << 20)
   batch_size: int = pydantic.Field(16, ge=1, le=1 << 24)
   horizon: HorizonSpec
-  eval_every: int = pydantic.Field(100, ge=1)  # steps
-  eval_batches: int = pydantic.Field(8, ge=1)
+  eval_every: int = pydantic.Field(100, ge=1, le=MAX_STEPS)  # steps
+  eval_batches: int = pydantic.Field(8, ge=1, le=1 << 14)
   objective: ObjectiveSpec = ObjectiveSpec()  # a name, or {name: ..., <its options>}
   # Evaluators run at eval steps and at the end (scaling/evaluators/); default: the objective's own, where
   # the data allows (a generative objective on labelled images gets `linear_probe`).
   evaluators: Optional[tuple[str, ...]] = pydantic.Field(None, strict=False)
   probe_examples: int = pydantic.Field(4096, ge=16, le=1 << 22)  # linear probe: training examples it fits on
-  probe_every: int = pydantic.Field(0, ge=0)  # steps between linear probes; 0: only at the end
+  probe_every: int = pydantic.Field(0, ge=0, le=MAX_STEPS)  # steps between linear probes; 0: only at the end
   compute_dtype: Literal["float32", "bfloat16"] = "float32"  # parameters stay float32 either way
-  microbatches: int = pydantic.Field(1, ge=1)  # gradient accumulation: batch_size / microbatches rows at a time
+  # gradient accumulation: batch_size / microbatches rows at a time (so at most batch_size of them)
+  microbatches: int = pydantic.Field(1, ge=1, le=1 << 24)
   max_loss_spike: float = pydantic.Field(0.0, ge=0)  # stop as diverged if loss > this x the recent mean; 0: off
-  inject_nan_at_step: Optional[int] = pydantic.Field(None, ge=1)  # testing: poison this step's gradients
+  inject_nan_at_step: Optional[int] = pydantic.Field(None, ge=1, le=MAX_STEPS)  # testing: poison this step's gradients
   # testing: silent data corruption: after this step, add noise as large as each parameter's spread
-  inject_corruption_at_step: Optional[int] = pydantic.Field(None, ge=1)
+  inject_corruption_at_step: Optional[int] = pydantic.Field(None, ge=1, le=MAX_STEPS)
   # End the trial early as `flagged` when its loss curve stays above its forecast band (analysis/health.py).
   stop_when_off_forecast: bool = False
 
@@ -173,11 +189,24 @@ class TpuSliceSpec(_Strict):
   version: str = pydantic.Field(pattern=r"^v\d+[a-z]*$")  # v4, v5p, v5litepod, v6e
 
 
+RAY_RESOURCE_UNIT = 1e-4  # Ray counts resources in ten-thousandths; a smaller nonzero share is refused by Ray
+
+
+def _ray_quantity(name: str, amount: float) -> None:
+  """ValueError unless Ray can grant `amount` of resource `name` (the rules Ray checks when a task is submitted)."""
+  if 0 < amount < RAY_RESOURCE_UNIT:
+    raise ValueError(f"{name} {amount:g}: Ray counts resources in units of {RAY_RESOURCE_UNIT:g}; "
+                     f"ask for 0 or at least {RAY_RESOURCE_UNIT:g}")
+  if name == "gpus" and amount > 1 and amount != int(amount):
+    raise ValueError(f"gpus {amount:g}: a share of one GPU, or a whole number of them")
+
+
 class RaySpec(_Strict):
   """What one trial asks a Ray cluster for (`--backend ray`); with `hosts` > 1, per host (per process)."""
-  cpus: float = pydantic.Field(1.0, gt=0, strict=False)
-  gpus: float = pydantic.Field(0.0, ge=0, strict=False)
-  resources: dict[str, float] = pydantic.Field({}, strict=False)  # custom resources, e.g. {TPU: 4}
+  cpus: float = pydantic.Field(1.0, gt=0, le=1 << 16, strict=False)
+  gpus: float = pydantic.Field(0.0, ge=0, le=1 << 10, strict=False)
+  # Custom resources, e.g. {TPU: 4}: a free-form dict, so its amounts are typed here (finite, 0 to 2^32).
+  resources: dict[str, Annotated[float, pydantic.Field(ge=0, le=1 << 32)]] = pydantic.Field({}, strict=False)
   hosts: int = pydantic.Field(1, ge=1, le=4096)  # processes per trial, joined by jax.distributed
   placement: Literal["spread", "pack"] = "spread"  # hosts' bundles on distinct nodes (STRICT_SPREAD) or packed
   tpu: Optional[TpuSliceSpec] = None  # a TPU slice per trial; its hosts come from the topology
@@ -186,6 +215,21 @@ class RaySpec(_Strict):
   def _one_way_to_say_hosts(self):
     if self.tpu is not None and self.hosts != 1:
       raise ValueError("hosts: leave it out with tpu: a slice's hosts come from its topology")
+    if self.placement != "spread" and (self.hosts == 1 or self.tpu is not None):
+      raise ValueError(f"placement {self.placement!r} places the bundles of a trial on several hosts (hosts > 1); "
+                       "this trial has one bundle" + (" (a TPU slice places its own)" if self.tpu else ""))
+    return self
+
+  @pydantic.model_validator(mode="after")
+  def _ray_grants_it(self):
+    for name in ("CPU", "GPU"):
+      if name in self.resources:
+        raise ValueError(f"resources.{name}: ask with {name.lower()}s: {self.resources[name]:g} (Ray refuses "
+                         f"{name} among custom resources)")
+    _ray_quantity("cpus", self.cpus)
+    _ray_quantity("gpus", self.gpus)
+    for name, amount in self.resources.items():
+      _ray_quantity(f"resources.{name}", amount)
     return self
 
 
@@ -193,22 +237,23 @@ class SlurmSpec(_Strict):
   """The job array of `--backend slurm` (through submitit): per trial, one job of this shape."""
   partition: Optional[str] = None
   time_minutes: int = pydantic.Field(60, ge=1, le=60 * 24 * 30)
-  nodes: int = pydantic.Field(1, ge=1)
-  gpus_per_node: int = pydantic.Field(0, ge=0)
-  cpus_per_task: int = pydantic.Field(1, ge=1)
-  array_parallelism: int = pydantic.Field(64, ge=1)  # array elements running at once
+  nodes: int = pydantic.Field(1, ge=1, le=4096)
+  gpus_per_node: int = pydantic.Field(0, ge=0, le=64)
+  cpus_per_task: int = pydantic.Field(1, ge=1, le=1 << 16)
+  array_parallelism: int = pydantic.Field(64, ge=1, le=MAX_TRIALS)  # array elements running at once
 
 
 class RuntimeSpec(_Strict):
   """How to run, not what: not part of the trial id, so the same trials run on any machine."""
   mesh: MeshSpec = MeshSpec()
   tensorboard: bool = True  # also write TensorBoard event files
-  flush_every: int = pydantic.Field(10, ge=1)  # steps between writes of the per-step rows (at a dispatch's end)
+  # steps between writes of the per-step rows (at a dispatch's end)
+  flush_every: int = pydantic.Field(10, ge=1, le=MAX_STEPS)
   # Steps one host dispatch runs (scaling/train.several_steps): small models spend most of a step on the host.
   steps_per_dispatch: int = pydantic.Field(8, ge=1, le=1024)
-  checkpoint_every: int = pydantic.Field(500, ge=0)  # steps; 0: only on preemption and at the end
+  checkpoint_every: int = pydantic.Field(500, ge=0, le=MAX_STEPS)  # steps; 0: only on preemption and at the end
   checkpoint_minutes: float = pydantic.Field(10.0, gt=0)  # also save when this much time passed
-  keep_checkpoints: int = pydantic.Field(2, ge=1)
+  keep_checkpoints: int = pydantic.Field(2, ge=1, le=1000)
   memory_limit_gib: Optional[float] = pydantic.Field(None, gt=0)  # default: the device's own memory
   retries: int = pydantic.Field(1, ge=0, le=100)  # re-runs of a crashed trial before it is marked failed
   # Trials that differ only in seed, lr or other optimizer scalars train as one vmapped program (scaling/pack.py).
@@ -216,6 +261,12 @@ class RuntimeSpec(_Strict):
   pack_max_trials: int = pydantic.Field(32, ge=1, le=4096)  # trials per packed program at most
   ray: RaySpec = RaySpec()
   slurm: SlurmSpec = SlurmSpec()
+
+  @pydantic.model_validator(mode="after")
+  def _pack_max_applies(self):
+    if not self.pack and self.pack_max_trials != RuntimeSpec.model_fields["pack_max_trials"].default:
+      raise ValueError(f"pack_max_trials {self.pack_max_trials} applies with pack: true; trials run one by one")
+    return self
 
 
 class TrialSpec(_Strict):
@@ -354,14 +405,21 @@ def validation_error(path: str, lines: dict, error: pydantic.ValidationError, pr
   at = 1 if loc[:1] == ("data",) else 0
   if len(loc) > at and loc[at] in _DATA_KINDS:
     loc = loc[:at] + loc[at + 1:]
-  message = first["msg"].removeprefix("Value error, ")
-  if first["type"] == "extra_forbidden":
-    message = "unknown key"
-  elif first["type"] == "missing":
-    message = "required key is missing"
-  elif "input" in first and first["type"].endswith("_type"):
-    message = f"{message} (got {first['input']!r})"
-  return error_at(path, lines, prefix + loc, message)
+  return error_at(path, lines, prefix + loc, _message(first))
+
+
+def _message(error: dict) -> str:
+  """What one pydantic error says, in the words of the other SpecErrors."""
+  message = error["msg"].removeprefix("Value error, ")
+  if error["type"] == "extra_forbidden":
+    return "unknown key"
+  if error["type"] == "missing":
+    return "required key is missing"
+  if error["type"] == "finite_number":
+    return f"expected a finite number, got {error['input']!r}"
+  if "input" in error and error["type"].endswith("_type"):
+    return f"{message} (got {error['input']!r})"
+  return message
 
 
 def check_trial(path, lines, trial: TrialSpec) -> None:
@@ -388,6 +446,8 @@ def check_trial(path, lines, trial: TrialSpec) -> None:
         and not (type(default) is float and type(value) is int)):  # 1 for a float option is 1.0
       raise error_at(path, lines, ("model", "options", name),
                      f"expected {type(default).__name__}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):  # a free-form dict: the schema's setting misses it
+      raise error_at(path, lines, ("model", "options", name), f"expected a finite number, got {value!r}")
   if objective.name not in family.objectives:
     raise error_at(path, lines, ("train", "objective"), f"objective {objective.name!r} is not supported by family "
                    f"{model.family!r}; it supports {list(family.objectives)}")
@@ -401,6 +461,10 @@ def check_trial(path, lines, trial: TrialSpec) -> None:
                    f"{unique // (trial.train.seq_len + 1)} windows of seq_len + 1 = {trial.train.seq_len + 1}, fewer "
                    f"than one batch of {trial.train.batch_size}; need at least "
                    f"{trial.train.batch_size * (trial.train.seq_len + 1)}")
+  if unique is not None:
+    problem = _unique_set_memory_problem(trial.data, trial.train.seq_len)
+    if problem:
+      raise error_at(path, lines, ("data", "unique_tokens"), problem)
   if trial.train.horizon.epochs is not None and not trial.data.finite and unique is None:
     raise error_at(path, lines, ("train", "horizon", "epochs"), f"data kind {trial.data.kind!r} has no fixed "
                    "training set to count epochs of; give examples or tokens, or set data.unique_tokens")
@@ -420,12 +484,59 @@ def check_trial(path, lines, trial: TrialSpec) -> None:
     arch = family.ladder(model.size, **family.ladder_inputs(data_inputs, objective.name), **model.options)
   except ValueError as e:
     raise error_at(path, lines, ("model", "options"), str(e)) from None
-  horizon = trial.train.horizon
+  short = _horizon_under_one_step(trial, family, arch)
+  if short:
+    key, message = short
+    raise error_at(path, lines, ("train", "horizon", key), message + "; raise the horizon or shrink the batch")
+
+
+def _unique_set_memory_problem(data, seq_len: int) -> Optional[str]:
+  """Why this host cannot draw and hold a data-constrained trial's fixed set of unique tokens, or None.
+
+  The rule the trainer applies to a batch and the eval set (scaling/train.py): at most half the host's memory.
+  """
+  needed = data.draw_bytes(data.unique_tokens, seq_len)
+  host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  if needed <= host / 2:
+    return None
+  most = int(data.unique_tokens * host / 2 / needed)
+  return (f"{data.unique_tokens:,} unique tokens take {needed / 2**30:.3g} GiB of host memory to draw and hold, "
+          f"over half of this host's {host / 2**30:.3g} GiB; at most about {most:,} here")
+
+
+def _horizon_under_one_step(trial: TrialSpec, family, arch) -> Optional[tuple]:
+  """(horizon key, why) when the horizon is less than one optimizer step, the same rule for every kind of
+  horizon (the trainer would round it up to one step, or down to none); None when it is at least one."""
+  from models import counting
+  horizon, batch, size = trial.train.horizon, trial.train.batch_size, trial.model.size
+  if horizon.examples is not None:
+    if horizon.examples < batch:
+      return "examples", f"{horizon.examples} examples is less than one step of {batch} examples"
+    return None
+  if horizon.epochs is not None:
+    examples = trial.data.train_examples(trial.train.seq_len)
+    if examples is not None and horizon.epochs * examples < batch:
+      return "epochs", (f"{horizon.epochs:g} epochs of {examples:,} training examples is "
+                        f"{horizon.epochs * examples:.4g} examples, less than one step of {batch} examples")
+    return None
+  counts = counting.abstract_counts(family, arch) if horizon.tokens is None else None
   if horizon.flops is not None:
-    from models import counting
-    per_step = counting.flops_per_step(family, arch, counting.abstract_counts(family, arch), trial.train.batch_size,
-                                       horizon.flop_count)
-    if horizon.flops < 0.5 * per_step:  # Rounds to no step at all.
-      raise error_at(path, lines, ("train", "horizon", "flops"), f"{horizon.flops:.3g} FLOPs is less than one step "
-                     f"of size {model.size} ({per_step:.3g} FLOPs per step of {trial.train.batch_size} examples, "
-                     f"counted {horizon.flop_count}); raise the budget or shrink the batch")
+    per_step = counting.flops_per_step(family, arch, counts, batch, horizon.flop_count)
+    if horizon.flops < per_step:
+      return "flops", (f"{horizon.flops:.3g} FLOPs is less than one step of size {size} ({per_step:.3g} FLOPs per "
+                       f"step of {batch} examples, counted {horizon.flop_count})")
+    return None
+  tokens_per_example = int(family.flops_per_example(arch)["tokens"])
+  per_step = batch * tokens_per_example
+  if horizon.tokens is not None:
+    if horizon.tokens < per_step:
+      return "tokens", (f"{horizon.tokens:,} tokens is less than one step of {per_step:,} tokens ({batch} examples "
+                        f"of {tokens_per_example})")
+    return None
+  params = counts[f"params_{horizon.param_count}"]
+  if horizon.tokens_per_param * params < per_step:
+    return "tokens_per_param", (f"{horizon.tokens_per_param:g} tokens per parameter x {params:,} "
+                                f"{horizon.param_count.replace('_', '-')} parameters of size {size} is "
+                                f"{horizon.tokens_per_param * params:.4g} tokens, less than one step of "
+                                f"{per_step:,} tokens ({batch} examples of {tokens_per_example})")
+  return None

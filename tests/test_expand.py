@@ -1,9 +1,11 @@
 """Sweep YAML expansion into trials, and trial ids."""
+import os
+
 import pytest
 
 from sweeps import expand
 from sweeps.spec import SpecError
-from tests.conftest import write
+from tests.conftest import SHARED_DATA, write
 
 BASE = """
 name: grid
@@ -101,3 +103,59 @@ data: {kind: shapes}
 train: {batch_size: 4, horizon: {examples: 64}}
 """))
   assert no_objective.trials[0].config()["train"]["objective"] == {"name": "classify"}
+
+
+ONE_STEP = """
+name: one
+model: {{family: gpt, size: 1, options: {{aspect_ratio: 16, head_dim: 8}}}}
+data: {{kind: markov, vocab_size: 8, order: 2, mix: [0.2, 0.3, 0.5], unique_tokens: 4096}}
+train: {{seq_len: 16, batch_size: 4, horizon: {horizon}}}
+"""
+
+
+@pytest.mark.parametrize("at_one_step,under", [
+    ("{tokens: 64}", "{tokens: 63}"), ("{examples: 4}", "{examples: 3}"),
+    ("{epochs: 0.016667}", "{epochs: 0.016666}"),  # 240 windows of 17 tokens; 4 of them a step
+    ("{tokens_per_param: 0.0198}", "{tokens_per_param: 0.0196}"),  # 3,248 non-embedding parameters; 64 tokens a step
+    ("{flops: 1443840.0}", "{flops: 1443839.0}")])  # FLOPs of one step, counted exact
+def test_a_horizon_of_one_step_trains_and_less_is_refused_for_every_kind(tmp_path, at_one_step, under):
+  key = at_one_step[1:at_one_step.index(":")]
+  assert len(expand.load(write(tmp_path, "a.yaml", ONE_STEP.format(horizon=at_one_step))).trials) == 1
+  with pytest.raises(SpecError, match=rf"b.yaml:5: train.horizon.{key}: .* less than one step"):
+    expand.load(write(tmp_path, "b.yaml", ONE_STEP.format(horizon=under)))
+
+
+def test_non_finite_grid_points_are_refused_not_merged(tmp_path):
+  """.inf and .nan once both resolved to null in config.json: one trial id for two grid points."""
+  for values in ("[.inf, .nan]", "[.nan, 1.25]", "[1.25, -.inf]"):
+    text = BASE.format(size="1", mix="[0.2, 0.3, 0.5]", lr="3e-3", seed="0").replace(
+        "head_dim: 8}", f"head_dim: 8, experts: 4, capacity_factor: {values}}}")
+    with pytest.raises(SpecError, match="model.options.capacity_factor: expected a finite number, got"):
+      expand.load(write(tmp_path, "n.yaml", text))
+  with pytest.raises(SpecError, match="optimizer.lr: expected a finite number, got inf"):
+    load(tmp_path, size="1", lr="[3e-3, .inf]")
+
+
+def test_moe_keys_on_a_grid_with_dense_rungs(tmp_path):
+  """moe_vs_dense's grid (experts 0, 4, 8 with top_k 1) expands; top_k 2 has no effect on the dense rung."""
+  text = BASE.format(size="1", mix="[0.2, 0.3, 0.5]", lr="3e-3", seed="0")
+  grid = text.replace("head_dim: 8}", "head_dim: 8, experts: [0, 4, 8], top_k: 1, capacity_factor: 2.0}")
+  assert len(expand.load(write(tmp_path, "g.yaml", grid)).trials) == 3
+  with pytest.raises(SpecError, match=r"model.options: top_k 2 applies to a mixture of experts \(experts > 0\)"):
+    expand.load(write(tmp_path, "k.yaml", grid.replace("top_k: 1", "top_k: 2")))
+
+
+def test_epochs_of_an_image_dataset_under_one_step_are_refused(tmp_path):
+  """The count an epoch is of comes from the files' headers, before anything is decoded."""
+  mnist = os.path.join(SHARED_DATA, "mnist")
+  if not os.path.isdir(mnist):
+    pytest.skip("needs the shared MNIST files")
+  text = f"""name: e
+model: {{family: vit, size: 1, options: {{aspect_ratio: 16, head_dim: 8, patch_size: 7}}}}
+data: {{kind: idx, path: {mnist}}}
+train: {{batch_size: 16, horizon: {{epochs: {{epochs}}}}}}
+"""
+  assert len(expand.load(write(tmp_path, "a.yaml", text.replace("{epochs}", "0.001"))).trials) == 1
+  with pytest.raises(SpecError, match=r"train.horizon.epochs: 1e-09 epochs of 60,000 training examples is 6e-05 "
+                                      r"examples, less than one step of 16 examples"):
+    expand.load(write(tmp_path, "b.yaml", text.replace("{epochs}", "1e-9")))

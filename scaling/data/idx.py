@@ -155,6 +155,9 @@ class IdxData(registry.DataSchema):
                                        f"{shapes['eval']}")
     return {"image_shape": (*shapes["train"], 1), "num_classes": int(max(l.max() for l in labels)) + 1}
 
+  def train_examples(self, seq_len: int) -> int:
+    return read_header(split_paths(self.path, "train")[0], IMAGES_MAGIC)[0]
+
   def open(self, seq_len: int) -> ImageSource:
     data = decode(os.path.abspath(self.path))
     num_classes = int(max(data[split][1].max() for split in FILES)) + 1

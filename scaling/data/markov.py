@@ -220,7 +220,7 @@ class MarkovData(registry.TokenData):
   mix: Annotated[tuple[float, ...], pydantic.Field(strict=False)] = MarkovSpec.mix  # YAML gives a list
   support: int = pydantic.Field(MarkovSpec.support, ge=1)
   concentration: float = pydantic.Field(MarkovSpec.concentration, gt=0)
-  zipf: float = pydantic.Field(MarkovSpec.zipf, ge=0)
+  zipf: float = pydantic.Field(MarkovSpec.zipf, ge=0, le=64)  # 4096 ** -64 is still a normal float64
   seed: int = pydantic.Field(MarkovSpec.seed, ge=0, le=2 ** 32 - 1)
 
   @pydantic.model_validator(mode="after")
@@ -236,6 +236,11 @@ class MarkovData(registry.TokenData):
 
   def open(self, seq_len: int):
     return MarkovSource(MarkovLanguage(self.language_spec()), seq_len)
+
+  def draw_bytes(self, tokens: int, seq_len: int) -> int:
+    # The sampler holds a float64 uniform beside each int32 token, and per position a row's cumulative
+    # table (float64) and its comparison (bool) over the vocabulary.
+    return 12 * tokens + 9 * (tokens // (seq_len + 1)) * self.vocab_size
 
 
 class MarkovSource(registry.Source):

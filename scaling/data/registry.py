@@ -8,6 +8,8 @@ new kind needs no edit there. A schema knows, cheaply and before anything runs:
       {"vocab_size": 65, "seq_len": 64} or {"image_shape": (28, 28, 1), "num_classes": 10};
       raises DataError(key, message) if the named data is missing or unusable
   schema.open(seq_len) -> Source         the source itself (may read files)
+  schema.train_examples(seq_len)         training examples of a fixed set (what `horizon.epochs` counts),
+                                         None for a stream or where only opening the data would tell
 
 A Source draws batches as dicts of numpy arrays with a leading batch dimension:
 
@@ -44,8 +46,8 @@ class DataError(ValueError):
 
 
 class DataSchema(pydantic.BaseModel):
-  """Base of every kind's schema: strict, unknown keys refused, immutable."""
-  model_config = pydantic.ConfigDict(extra="forbid", strict=True, frozen=True)
+  """Base of every kind's schema: strict, unknown keys refused, immutable, every float finite."""
+  model_config = pydantic.ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
   finite: ClassVar[bool] = False  # a fixed set of training examples (so `horizon.epochs` means something)
   nested_data: ClassVar[tuple] = ()  # fields that hold another data config (its lists are values, not grid axes)
 
@@ -55,6 +57,9 @@ class DataSchema(pydantic.BaseModel):
   def open(self, seq_len: int):
     raise NotImplementedError
 
+  def train_examples(self, seq_len: int) -> Optional[int]:
+    return None
+
 
 class TokenData(DataSchema):
   """Base of the language kinds: what they share.
@@ -63,6 +68,15 @@ class TokenData(DataSchema):
   eval set stays disjoint from it. A trial of D tokens then trains D / unique_tokens epochs.
   """
   unique_tokens: Optional[int] = pydantic.Field(None, ge=1)
+
+  def train_examples(self, seq_len: int) -> Optional[int]:
+    return None if self.unique_tokens is None else self.unique_tokens // (seq_len + 1)
+
+  def draw_bytes(self, tokens: int, seq_len: int) -> int:
+    """Host bytes at the peak of drawing `tokens` tokens as windows of seq_len + 1 (the fixed set of
+    unique_tokens, checked against the host's memory before anything runs): int32 windows; a kind whose
+    draw holds more says so."""
+    return 4 * tokens
 
 
 class Source:

@@ -15,6 +15,7 @@ rows (the eval set) use held-out prompts only; the `tasks` evaluator scores each
 `eval_instances` held-out instances of its own (scaling/evaluators/tasks.py).
 """
 import inspect
+import math
 from typing import ClassVar, Literal, Optional
 
 import numpy as np
@@ -29,10 +30,10 @@ MIN_HELD_OUT = 10  # held-out prompts a task must have, at the least, to be eval
 
 class TaskEntry(pydantic.BaseModel):
   """One task of the mix: `task` (a generator name), its size knobs, an optional `name` and `weight`."""
-  model_config = pydantic.ConfigDict(extra="allow", strict=True, frozen=True)
+  model_config = pydantic.ConfigDict(extra="allow", strict=True, frozen=True, allow_inf_nan=False)
   task: Literal[tuple(gen.GENERATORS)]
   name: Optional[str] = pydantic.Field(None, pattern=r"^[a-z][a-z0-9_]*$", max_length=40)
-  weight: float = pydantic.Field(1.0, gt=0, strict=False)
+  weight: float = pydantic.Field(1.0, gt=0, le=1e6, strict=False)  # relative to the other tasks'
 
   @pydantic.model_validator(mode="after")
   def _known_knobs(self):
@@ -57,6 +58,8 @@ class TaskEntry(pydantic.BaseModel):
       if type(value) is not type(parameter.default):
         raise ValueError(f"option {knob!r} of task {self.task!r}: expected {type(parameter.default).__name__}, "
                          f"got {value!r}")
+      if isinstance(value, float) and not math.isfinite(value):  # knobs are extras: the schema's setting misses them
+        raise ValueError(f"option {knob!r} of task {self.task!r}: expected a finite number, got {value!r}")
     limits = {"digits": (1, 18), "modulus": (2, 10 ** 6), "pairs": (1, 26), "length": (1, 256)}
     for knob, (lo, hi) in limits.items():
       if knob in self.knobs and not lo <= self.knobs[knob] <= hi:
@@ -142,11 +145,17 @@ class TasksData(registry.TokenData):
     language = self._language()
     return TaskSource(self, None if language is None else language.open(seq_len), seq_len)
 
+  def draw_bytes(self, tokens: int, seq_len: int) -> int:
+    # int32 rows, a float32 loss mask and the instances they are cut from; the language draws its share.
+    language = self._language()
+    return 16 * tokens + (0 if language is None else language.draw_bytes(tokens, seq_len))
+
 
 def _first_error(error: pydantic.ValidationError) -> str:
   first = error.errors()[0]
   where = ".".join(str(k) for k in first["loc"] if k not in registry.kinds())
-  return f"{where}: {first['msg']}" if where else first["msg"]
+  message = f"expected a finite number, got {first['input']!r}" if first["type"] == "finite_number" else first["msg"]
+  return f"{where}: {message}" if where else message
 
 
 class TaskSource(registry.Source):

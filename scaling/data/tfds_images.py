@@ -93,6 +93,10 @@ class TfdsImagesData(TfdsNamed):
     shape, num_classes = image_features(self._builder(), self.name, self.image_key, self.label_key)
     return {"image_shape": shape, "num_classes": num_classes}
 
+  def train_examples(self, seq_len: int):
+    builder = self._builder()  # the split's size is in the prepared dataset's metadata; unprepared, not yet known
+    return builder.info.splits[self.split].num_examples if builder.is_prepared() else None
+
   def open(self, seq_len: int) -> ImageSource:
     builder = self._builder()
     shape, num_classes = image_features(builder, self.name, self.image_key, self.label_key)

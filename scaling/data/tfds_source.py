@@ -46,7 +46,7 @@ class TfdsData(TfdsNamed, registry.TokenData):
   """A TFDS dataset (ArrayRecord files) named by name, with a 1-D integer feature; read without TensorFlow."""
   kind: Literal["tfds"]
   feature: str = "tokens"
-  vocab_size: Optional[int] = pydantic.Field(None, ge=2)  # default: the dataset's metadata, else max id + 1
+  vocab_size: Optional[int] = pydantic.Field(None, ge=2, le=1 << 24)  # default: the dataset's metadata, else max id + 1
 
   def model_inputs(self, seq_len: int) -> dict:
     """Checks what the dataset's info tells cheaply: splits with examples, a declared vocab_size that

@@ -19,7 +19,8 @@ _OBJECTIVES = Registry("objective", ("scaling.objectives.next_token", "scaling.o
 
 
 class NoOptions(pydantic.BaseModel):
-  model_config = pydantic.ConfigDict(extra="forbid", strict=True, frozen=True)
+  """Base of every objective's options: strict, unknown keys refused, every float finite."""
+  model_config = pydantic.ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,3 +40,7 @@ def register(name: str, **fields) -> None:
 
 def get(name: str) -> Objective:
   return _OBJECTIVES.get(name)
+
+
+def names() -> list:
+  return sorted(_OBJECTIVES.entries())
