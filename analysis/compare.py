@@ -19,7 +19,6 @@ differ, since a multiplier between losses of different units means nothing. Bad 
 with one line: a directory that is not a sweep, too few finished trials to fit, a sweep of
 several objectives, x ranges that do not overlap.
 """
-import argparse
 import json
 import os
 import sys
@@ -28,7 +27,7 @@ import numpy as np
 
 from analysis import fit as fit_lib
 from analysis import laws, objectives, plots
-from analysis.fit_cli import UsageError, fit_json, json_number
+from analysis.fit_cli import MAX_BOOTSTRAP, UsageError, _Parser, fit_json, json_number, one_line
 
 COLUMNS = {"flops": "flops", "params": "params_non_embedding"}
 SAME_X = 0.01  # x values within 1% are one budget
@@ -150,23 +149,28 @@ def _side(sweep, result) -> dict:
           **{key: fit_json(result)[key] for key in ("params", "ci")}}
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m analysis compare")
-  parser.error = lambda message: (print(f"error: {message}", file=sys.stderr), sys.exit(2))
+def _parser():
+  parser = _Parser(prog="python -m analysis compare")
   parser.add_argument("dir_a", help="sweep A (the reference recipe)")
   parser.add_argument("dir_b", help="sweep B")
   parser.add_argument("--x", default="flops", choices=sorted(COLUMNS))
   parser.add_argument("--bootstrap", type=int, default=200)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--plot", default=None, help="where to write the plot (default: DIR_B/analysis/compare_<A>.png)")
-  args = parser.parse_args(argv)
-  if not 0 <= args.bootstrap <= 10_000:
-    parser.error(f"--bootstrap {args.bootstrap}: must be 0 to 10000")
+  return parser
+
+
+def main(argv=None) -> int:
   try:
+    args = _parser().parse_args(argv)
+    if not 0 <= args.bootstrap <= MAX_BOOTSTRAP:
+      raise UsageError(f"--bootstrap {args.bootstrap}: must be 0 to {MAX_BOOTSTRAP}")
+    if args.seed < 0:
+      raise UsageError(f"--seed {args.seed}: must be 0 or more")
     a, b = sweep_points(args.dir_a, args.x), sweep_points(args.dir_b, args.x)
     out, drawn = compare(a, b, args.bootstrap, args.seed)
   except UsageError as e:
-    print(f"error: {e}", file=sys.stderr)
+    print(f"error: {one_line(e)}", file=sys.stderr)
     return 2
   path = args.plot or os.path.join(args.dir_b, "analysis", f"compare_{a['name']}.png")
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

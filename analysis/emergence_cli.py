@@ -13,16 +13,22 @@ sigmoid (parameters and 95% intervals), emergence_point and emergence_point_ci (
 sigmoid in ln x (x must then be positive). Rows with a blank metric (or blank continuous
 metric) are skipped and counted in `skipped_rows`.
 
-Bad input exits 2 with one line: a missing file or column, a non-numeric value, x <= 0 with
---log-x, fewer than 2 usable rows, --bootstrap out of range.
+Bad input exits 2 with one line: everything the CSV reader refuses (analysis/csv_input.py: a
+missing file or column, a header naming a column twice, a cell that is not a finite number, each
+with its line and data row), x <= 0 with --log-x, an empty --group cell, more than MAX_GROUPS
+(1,000) groups (each is a sigmoid fit with its bootstrap), fewer than 2 usable rows, --bootstrap
+out of range. More than 20 groups show their progress on stderr.
 """
 import sys
 
 import numpy as np
 import pandas as pd
 
-from analysis import emergence, fit_cli
+from analysis import csv_input, emergence, fit_cli
 from analysis.fit_cli import UsageError
+
+MAX_GROUPS = 1000  # each is a sigmoid fit with its bootstrap: 1,000 six-rung groups took 136 s with 200 resamples
+PROGRESS_GROUPS = 20  # more groups than this show progress on stderr
 
 
 def _parser():
@@ -39,20 +45,30 @@ def _parser():
   return parser
 
 
-def _numbers(df, name, flag, path, blank_ok):
-  """A numeric column; blanks allowed (NaN) where blank_ok, any other non-number refused."""
-  if name not in df.columns:
-    raise UsageError(f"{path}: no column {name!r} (pass {flag} COL; columns: {fit_cli._column_list(df)})")
-  raw = df[name]
-  values = pd.to_numeric(raw, errors="coerce").to_numpy(float)
-  blank = raw.isna().to_numpy() | raw.astype(str).str.strip().eq("").to_numpy()
-  bad = (~np.isfinite(values)) & ~(blank if blank_ok else np.zeros_like(blank))
-  if bad.any():
-    row = int(np.argmax(bad))
-    what = "non-numeric or infinite" if blank_ok else "missing, non-numeric or infinite"
-    raise UsageError(f"{path}: column {name!r} ({flag}) has {int(bad.sum())} {what} values "
-                     f"(first on line {row + 2}: {raw.iloc[row]!r})")
-  return values
+def _read(args) -> csv_input.Table:
+  columns = {"--x": args.x, "--metric": args.metric, "--continuous": args.continuous, "--group": args.group}
+  return csv_input.read(args.csv, {flag: name for flag, name in columns.items() if name is not None})
+
+
+def _groups(table: csv_input.Table, keep: np.ndarray) -> list:
+  """(label, rows with a metric, rows skipped) of each --group label that has a metric, in label order, found
+  in one pass over the rows rather than one scan of them per label; refused beyond MAX_GROUPS."""
+  labels = table.text("--group")
+  blank = [i for i, label in enumerate(labels) if not label.strip()]
+  if blank:
+    raise UsageError(f"{table.at(blank[0])}: column {table.columns['--group']!r} (--group) has {len(blank)} empty "
+                     f"cells; the first, in data row {blank[0] + 1}: every row needs a group")
+  codes, names = pd.factorize(labels, sort=True)
+  kept = np.flatnonzero(keep)
+  sizes = np.bincount(codes[kept], minlength=len(names))
+  rows = np.split(kept[np.argsort(codes[kept], kind="stable")], np.cumsum(sizes)[:-1])
+  skipped = np.bincount(codes[~keep], minlength=len(names))
+  groups = [(str(names[g]), at, int(skipped[g])) for g, at in enumerate(rows) if len(at)]
+  if len(groups) > MAX_GROUPS:
+    raise UsageError(f"{table.path}: column {table.columns['--group']!r} (--group) has {len(groups)} groups, at most "
+                     f"{MAX_GROUPS} (each is fitted on its own, with --bootstrap resamples): group by a coarser "
+                     "column, or keep fewer groups in the CSV")
+  return groups
 
 
 def _entry(x, metric, continuous, args) -> dict:
@@ -73,21 +89,28 @@ def _finite(value):
   return value
 
 
+def _progress(groups: int):
+  """A bar of groups fitted, on stderr, when there are enough of them to take a while (else None)."""
+  if groups <= PROGRESS_GROUPS:
+    return None
+  from scaling import progress
+  return progress.bar(total=groups, initial=0, desc="emergence", unit="group", leave=False)
+
+
 def run(argv) -> dict:
   args = _parser().parse_args(argv)
   if not 0 <= args.bootstrap <= fit_cli.MAX_BOOTSTRAP:
     raise UsageError(f"--bootstrap {args.bootstrap}: must be 0 to {fit_cli.MAX_BOOTSTRAP}")
   if args.seed < 0:
     raise UsageError("--seed: must be 0 or more")
-  df = fit_cli._read_csv(args.csv)
-  x = _numbers(df, args.x, "--x", args.csv, blank_ok=False)
-  metric = _numbers(df, args.metric, "--metric", args.csv, blank_ok=True)
-  continuous = None if args.continuous is None else _numbers(df, args.continuous, "--continuous", args.csv, True)
-  if args.group is not None and args.group not in df.columns:
-    raise UsageError(f"{args.csv}: no column {args.group!r} (pass --group COL; columns: {fit_cli._column_list(df)})")
+  table = _read(args)
+  x = table.numbers("--x")
+  metric = table.numbers("--metric", blank_ok=True)
+  continuous = None if args.continuous is None else table.numbers("--continuous", blank_ok=True)
   if args.log_x and (x <= 0).any():
     row = int(np.argmax(x <= 0))
-    raise UsageError(f"{args.csv}: column {args.x!r} (--x) must be positive with --log-x (line {row + 2}: {x[row]:g})")
+    raise UsageError(f"{table.at(row)}: column {args.x!r} (--x) must be positive with --log-x "
+                     f"(data row {row + 1}: {x[row]:g})")
   keep = np.isfinite(metric) & (np.isfinite(continuous) if continuous is not None else True)
   skipped = int((~keep).sum())
   if keep.sum() < 2:
@@ -98,11 +121,15 @@ def run(argv) -> dict:
          "skipped_rows": skipped}
   pick = lambda at: (x[at], metric[at], None if continuous is None else continuous[at])
   if args.group is not None:
-    labels = df[args.group].astype(str).to_numpy()
+    groups = _groups(table, keep)
     out["groups"] = {}
-    for label in sorted(set(labels[keep])):
-      at = keep & (labels == label)
-      out["groups"][label] = _entry(*pick(at), args) | {"skipped_rows": int(((labels == label) & ~keep).sum())}
+    bar = _progress(len(groups))
+    for label, at, skipped_in_group in groups:
+      out["groups"][label] = _entry(*pick(at), args) | {"skipped_rows": skipped_in_group}
+      if bar is not None:
+        bar.update()
+    if bar is not None:
+      bar.close()
   out["pooled"] = _entry(*pick(keep), args)
   return out
 

@@ -50,22 +50,23 @@ Output: {"law", "params": {name: value}, "ci": {name: [lo, hi]}, "objective",
 the epochs 1 + R_D_star ln 2 after which a repeated token is worth half a new
 one (its interval maps R_D_star's). Intervals are 95% bootstrap
 percentiles (null without --bootstrap). Bad input exits 2 with one line on
-stderr naming the file and the column or flag: among it, a CSV that is not
-UTF-8 text or is over 64 MiB or 100,000 rows, fewer distinct x values than
+stderr naming the file and the column or flag: among it, everything the CSV
+reader refuses (analysis/csv_input.py: not UTF-8 text, over 64 MiB or 100,000
+rows, a header naming a column twice, a cell of a column the law uses that is
+not a finite float64, each with its line and data row), fewer distinct x values than
 the law has parameters, --breaks over 10, --bootstrap over 10,000, and for
 data_constrained a missing --u or no row with D > U (no repeated data: R_D_star
 is not identifiable), and with --tokens-per-param no row with N > U_N.
 """
 import argparse
-import io
 import json
 import math
 import sys
 
 import numpy as np
-import pandas as pd
 
-from analysis import fit, laws
+from analysis import csv_input, fit, laws
+from analysis.csv_input import UsageError  # noqa: F401 (every analysis CLI's one-line error)
 
 CHOICES = ("power", "chinchilla", "data_constrained", "saturating", "bnsl",
            "sigmoid", "pure_power", "routed")
@@ -73,19 +74,55 @@ CHOICES = ("power", "chinchilla", "data_constrained", "saturating", "bnsl",
 
 # Input bounds: a scaling-law fit has tens to thousands of points, and every
 # resample and start costs memory and time in proportion to the rows.
-MAX_CSV_BYTES = 64 * 2 ** 20
-MAX_ROWS = 100_000
+MAX_CSV_BYTES = csv_input.MAX_CSV_BYTES
+MAX_ROWS = csv_input.MAX_ROWS
 MAX_BOOTSTRAP = 10_000
 MAX_BOOTSTRAP_CELLS = 20_000_000  # bootstrap * rows: the resample weights' size.
 
 
-class UsageError(Exception):
-  """A bad flag or input; its message is the one line printed to stderr."""
-
-
 class _Parser(argparse.ArgumentParser):
+  """argparse for the analysis CLIs: an error is a UsageError naming the command (`plan: argument ...`),
+  and a value that starts with '-' (`--budget -1e12`, `--seed -inf`) is the value of the flag before it,
+  so that the flag's own check says what is wrong with it; argparse alone reads -1e12 as a flag and says
+  "expected one argument"."""
+
+  def __init__(self, *args, **kwargs):
+    self._flags, self._valued_flags = set(), set()  # before argparse adds -h through add_argument
+    super().__init__(*args, **kwargs)
+
+  def add_argument(self, *args, **kwargs):
+    action = super().add_argument(*args, **kwargs)
+    self._flags.update(action.option_strings)
+    if action.nargs != 0:
+      self._valued_flags.update(action.option_strings)
+    return action
+
+  def parse_args(self, args=None, namespace=None):
+    return super().parse_args(self._attach_dash_values(args), namespace)
+
   def error(self, message):  # argparse would print usage and exit itself.
-    raise UsageError(f"fit: {message}")
+    raise UsageError(f"{self.prog.split()[-1]}: {message}")
+
+  def _attach_dash_values(self, args):
+    args = list(sys.argv[1:] if args is None else args)
+    out = []
+    for token in args:
+      previous = out[-1] if out else ""
+      if (token.startswith("-") and not token.startswith("--") and token not in self._flags
+          and self._takes_value(previous)):
+        out[-1] = f"{previous}={token}"
+      else:
+        out.append(token)
+    return out
+
+  def _takes_value(self, token: str) -> bool:
+    """Whether `token` is a flag (or an abbreviation of flags) that reads the next argument as its value."""
+    if not token.startswith("--") or "=" in token:
+      return False
+    if token in self._flags:
+      return token in self._valued_flags
+    matches = [f for f in self._flags if f.startswith(token)]
+    return bool(matches) and all(f in self._valued_flags for f in matches)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -115,62 +152,6 @@ def _parser() -> argparse.ArgumentParser:
                       help="comma-separated x values (N:D pairs for chinchilla)")
   parser.add_argument("--seed", type=int, default=0)
   return parser
-
-
-def _read_csv(path: str) -> pd.DataFrame:
-  """The CSV at path, read with bounded memory, or UsageError naming it."""
-  try:
-    with open(path, "rb") as f:  # Bounded: /dev/zero or a huge file stops here.
-      data = f.read(MAX_CSV_BYTES + 1)
-  except FileNotFoundError:
-    raise UsageError(f"{path}: no such file (--csv)") from None
-  except IsADirectoryError:
-    raise UsageError(f"{path}: is a directory, not a CSV file (--csv)") from None
-  except OSError as err:
-    raise UsageError(f"{path}: cannot read it (--csv): "
-                     f"{err.strerror or type(err).__name__}") from None
-  if len(data) > MAX_CSV_BYTES:
-    raise UsageError(f"{path}: larger than {MAX_CSV_BYTES // 2 ** 20} MiB, too big "
-                     "for a scaling-law CSV (--csv)")
-  if b"\0" in data:
-    raise UsageError(f"{path}: a binary file (NUL bytes), not a CSV (--csv)")
-  try:
-    text = data.decode("utf-8-sig")
-  except UnicodeDecodeError as err:
-    raise UsageError(f"{path}: not UTF-8 text (--csv): byte 0x{data[err.start]:02x} "
-                     f"at offset {err.start}") from None
-  try:
-    df = pd.read_csv(io.StringIO(text), nrows=MAX_ROWS + 1, low_memory=False)
-  except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:
-    first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
-    raise UsageError(f"{path}: not a readable CSV (--csv): {first_line}") from None
-  if len(df) > MAX_ROWS:
-    raise UsageError(f"{path}: more than {MAX_ROWS} rows (--csv)")
-  return df
-
-
-def _column_list(df: pd.DataFrame) -> str:
-  names = [str(c) for c in df.columns]
-  shown = ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
-  try:  # Numbers for column names: the first line is data, not a header.
-    [float(n) for n in names]
-    return shown + "; the first line holds numbers: does the file lack a header line?"
-  except ValueError:
-    return shown
-
-
-def _column(df: pd.DataFrame, name: str, flag: str, path: str) -> np.ndarray:
-  """A numeric, finite column, or UsageError naming it."""
-  if name not in df.columns:
-    raise UsageError(f"{path}: no column {name!r} (pass {flag} COL; columns: "
-                     f"{_column_list(df)})")
-  values = pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=float)
-  bad = ~np.isfinite(values)
-  if bad.any():
-    row = int(np.argmax(bad))
-    raise UsageError(f"{path}: column {name!r} ({flag}) has {bad.sum()} missing, "
-                     f"non-numeric or infinite values (first on line {row + 2})")
-  return values
 
 
 def _predict_points(text: str, law: laws.Law, n_given=None):
@@ -204,7 +185,7 @@ def _fewer_breaks(law, args) -> str:
           if law.name == "bnsl" and args.breaks > 1 else "")
 
 
-def _input_columns(law, args, df) -> list:
+def _input_columns(law, args) -> list:
   """(column, flag) of each of the law's inputs, in the law's order."""
   if law.n_inputs == 1:
     return [(args.x, "--x")]
@@ -213,8 +194,7 @@ def _input_columns(law, args, df) -> list:
   columns = [(args.n, "--n"), (args.d, "--d")]
   if law.n_inputs >= 3:
     if args.u is None:
-      raise UsageError(f"--u: the {law.name} law needs the unique-tokens column "
-                       f"(pass --u COL; columns: {_column_list(df)})")
+      raise UsageError(f"--u: the {law.name} law needs the unique-tokens column (pass --u COL)")
     columns.append((args.u, "--u"))
   return columns
 
@@ -241,12 +221,17 @@ def json_number(value):
   return value if math.isfinite(value) else None
 
 
+def one_line(err) -> str:
+  """An error's message as one line: a column name or cell may hold a line break."""
+  return str(err).replace("\r", "\\r").replace("\n", "\\n")
+
+
 def json_command(run_command, argv=None) -> int:
   """main() of a CLI whose run(argv) returns one JSON object: printed (indented), or its UsageError as one line, exit 2."""
   try:
     out = run_command(sys.argv[1:] if argv is None else argv)
-  except UsageError as e:
-    print(f"error: {e}", file=sys.stderr)
+  except UsageError as err:
+    print(f"error: {one_line(err)}", file=sys.stderr)
     return 2
   print(json.dumps(out, indent=1, allow_nan=False))
   return 0
@@ -276,11 +261,10 @@ def run(argv) -> dict:
       raise UsageError(f"--tokens-per-param {ratio:g}: must be a positive number")
     law = laws.DATA_CONSTRAINED_FULL
   path = args.csv
-  df = _read_csv(path)
-
-  y = _column(df, args.y, "--y", path)
-  columns = _input_columns(law, args, df)
-  inputs = np.stack([_column(df, name, flag, path) for name, flag in columns])
+  columns = _input_columns(law, args)
+  table = csv_input.read(path, {"--y": args.y} | {flag: name for name, flag in columns})
+  y = table.numbers("--y")
+  inputs = np.stack([table.numbers(flag) for _, flag in columns])
   if ratio is not None:  # U_N, the fourth input, from N and U
     inputs = np.vstack([inputs, laws.unique_params(inputs[0], inputs[2], ratio)])
   for (name, flag), values in zip(columns, inputs):
@@ -359,8 +343,7 @@ def main(argv=None) -> int:
   try:
     out = run(argv)
   except UsageError as err:
-    message = str(err).replace("\r", "\\r").replace("\n", "\\n")  # Always one line.
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {one_line(err)}", file=sys.stderr)
     return 2
   json.dump(out, sys.stdout)
   sys.stdout.write("\n")

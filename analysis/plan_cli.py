@@ -25,7 +25,7 @@ import sys
 
 import numpy as np
 
-from analysis import fit, fit_cli, isoflop, laws
+from analysis import csv_input, fit, fit_cli, isoflop, laws
 from analysis.fit_cli import UsageError
 
 MAX_BUDGETS = 1000
@@ -77,9 +77,8 @@ def _runs_from_sweep(directory: str):
 
 
 def _runs_from_csv(args):
-  df = fit_cli._read_csv(args.csv)
-  n, d, y = (fit_cli._column(df, name, flag, args.csv) for name, flag in
-             ((args.n, "--n"), (args.d, "--d"), (args.y, "--y")))
+  table = csv_input.read(args.csv, {"--n": args.n, "--d": args.d, "--y": args.y})
+  n, d, y = (table.numbers(flag) for flag in ("--n", "--d", "--y"))
   for name, flag, values in ((args.n, "--n", n), (args.d, "--d", d), (args.y, "--y", y)):
     if (values <= 0).any():
       raise UsageError(f"{args.csv}: column {name!r} ({flag}) must be positive (min {values.min():g})")
@@ -106,10 +105,20 @@ def _fit(method, n, d, y, args, where):
     if args.bootstrap * y.size > fit_cli.MAX_BOOTSTRAP_CELLS:
       raise UsageError(f"--bootstrap {args.bootstrap}: too many resamples for {y.size} rows")
     result = fit.fit_law(laws.CHINCHILLA, np.stack([n, d]), y, bootstrap=args.bootstrap, seed=args.seed)
+    _refuse_no_frontier(result.params, where)
     return result, fit_cli.fit_json(result)
   result = isoflop.fit_isoflop(n, d, y, bootstrap=args.bootstrap, seed=args.seed)
   profiles = result.profiles[["flops", "n_opt", "tokens_opt", "loss_opt", "n_points", "in_range", "used"]]
   return result, {"profiles": json.loads(profiles.to_json(orient="records"))}
+
+
+def _refuse_no_frontier(params: dict, where: str):
+  """The closed-form frontier needs loss to fall in both N and D (A, B, alpha, beta > 0): a fit that says
+  otherwise (runs with a wild N or D) has no compute-optimal size to plan, only a complex number."""
+  wrong = [f"{k} = {params[k]:.3g}" for k in ("A", "B", "alpha", "beta") if not params[k] > 0]
+  if wrong:
+    raise UsageError(f"{where}: the fitted L(N, D) has {', '.join(wrong)}: loss does not fall with both N and D, "
+                     "so it has no compute-optimal frontier (check the runs' N, D and loss)")
 
 
 def run(argv) -> dict:

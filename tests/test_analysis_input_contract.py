@@ -8,6 +8,7 @@ time on /dev/zero, an empty file) also run the real CLI in a subprocess.
 """
 import contextlib
 import io
+import json
 import os
 import pathlib
 import subprocess
@@ -193,3 +194,198 @@ def test_bnsl_start_grid_is_bounded(breaks):
   assert grid.shape == (min(9 * 27 ** breaks, 600), law.n_params)
   assert np.isfinite(grid).all()
   assert len(np.unique(grid, axis=0)) == len(grid)
+
+
+# Every CLI that reads a CSV, through its one reader (analysis/csv_input.py; issue 29) -----------------
+#
+# Each command runs in this process through `python -m analysis`'s main, its output read with capfd.
+
+def _analysis(capfd, argv):
+  from analysis import __main__ as analysis_main
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    code = analysis_main.main(list(argv))
+  out, err = capfd.readouterr()
+  return types.SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+
+def _one_line_exit_2(proc, *fragments):
+  assert "Traceback" not in proc.stderr, proc.stderr
+  assert proc.returncode == 2 and proc.stdout == "", (proc.returncode, proc.stdout, proc.stderr)
+  lines = proc.stderr.splitlines()
+  assert len(lines) == 1 and proc.stderr.endswith("\n"), proc.stderr
+  for text in fragments:
+    assert text in lines[0], (text, lines[0])
+  return lines[0]
+
+
+# A command -> (its argv, {csv} for the file; the columns it reads, each (column, flag, blanks skipped)).
+CSV_COMMANDS = {
+    "fit": (["fit", "--csv", "{csv}", "--law", "chinchilla", "--bootstrap", "0"],
+            [("params", "--n", False), ("tokens", "--d", False), ("loss", "--y", False)]),
+    "fit_one_input": (["fit", "--csv", "{csv}", "--law", "power", "--x", "flops", "--bootstrap", "0"],
+                      [("flops", "--x", False), ("loss", "--y", False)]),
+    "plan": (["plan", "--csv", "{csv}", "--budget", "1e21", "--bootstrap", "0"],
+             [("params", "--n", False), ("tokens", "--d", False), ("loss", "--y", False)]),
+    "emergence": (["emergence", "--csv", "{csv}", "--x", "params", "--metric", "acc", "--continuous", "loss",
+                   "--group", "family", "--bootstrap", "0"],
+                  [("params", "--x", False), ("acc", "--metric", True), ("loss", "--continuous", True)]),
+}
+
+# A cell that is not a finite float64 -> what the line says of it.
+BAD_CELLS = {
+    "401_digits": ("9" * 401, "(401 characters) is too large for a float64"),
+    "1e400": ("1e400", "'1e400' is too large for a float64"),
+    "-1e400": ("-1e400", "'-1e400' is too large for a float64"),
+    "1e-400": ("1e-400", "'1e-400' is too small for a float64"),
+    "nan": ("nan", "'nan' is not a finite number"),
+    "NaN": ("NaN", "'NaN' is not a finite number"),
+    "inf": ("inf", "'inf' is not a finite number"),
+    "-inf": ("-inf", "'-inf' is not a finite number"),
+    "Infinity": ("Infinity", "'Infinity' is not a finite number"),
+    "empty": ("", "an empty cell"),
+    "spaces": ("  ", "an empty cell"),
+    "word": ("big", "'big' is not a number"),
+    "NA": ("NA", "'NA' is not a number"),
+    "hex": ("0x10", "'0x10' is not a number"),
+    "underscores": ("1_000", "'1_000' is not a number"),  # Python's float() takes it; a CSV reader must not
+    "arabic_digit": ("\u0663", "is not a number"),  # float() reads it as 3
+}
+BAD_ROW = 5  # 1-based data row of the bad cell; a blank line after the header puts it on file line 7
+BAD_LINE = 7
+
+
+def _runs_csv(directory, name, bad=None, header=None):
+  """Runs good for every command (12 rows), with the cell `bad` = (column, text) at data row BAD_ROW."""
+  n = np.repeat(np.logspace(7, 9, 4), 3)
+  d = np.tile(np.logspace(9, 11, 3), 4)
+  rows = [{"family": f"f{i % 2}", "params": f"{a:g}", "tokens": f"{b:g}", "flops": f"{6 * a * b:g}",
+           "loss": f"{1.7 + 400 / a ** 0.34 + 410 / b ** 0.28:.6f}",
+           "acc": f"{1 / (1 + (a / 1e8) ** -3):.4f}", "notes": "ok"} for i, (a, b) in enumerate(zip(n, d))]
+  if bad is not None:
+    rows[BAD_ROW - 1][bad[0]] = bad[1]
+  names = list(rows[0])
+  lines = [header or ",".join(names), ""] + [",".join(row[k] for k in names) for row in rows]
+  return _write(directory, name, "\n".join(lines) + "\n")
+
+
+def _bad_cell_cases():
+  for command, (_, columns) in CSV_COMMANDS.items():
+    for column, flag, blanks_skipped in columns:
+      for kind in BAD_CELLS:
+        if not (blanks_skipped and kind in ("empty", "spaces")):
+          yield pytest.param(command, column, flag, kind, id=f"{command}-{flag}-{kind}")
+
+
+@pytest.mark.parametrize("command, column, flag, kind", list(_bad_cell_cases()))
+def test_a_cell_that_is_not_a_finite_float64_is_one_line_naming_file_line_row_and_column(
+    command, column, flag, kind, tmp_path, capfd):
+  text, why = BAD_CELLS[kind]
+  path = _runs_csv(tmp_path, "runs.csv", bad=(column, text))
+  argv, _ = CSV_COMMANDS[command]
+  line = _one_line_exit_2(_analysis(capfd, [a.format(csv=path) for a in argv]),
+                          f"{path}:{BAD_LINE}: ", f"column '{column}' ({flag})", f"data row {BAD_ROW}", why)
+  assert len(line) < 400, line  # a 401-digit cell is shown cut
+
+
+@pytest.mark.parametrize("command", ["fit_one_input", "emergence"])
+@pytest.mark.parametrize("kind", list(BAD_CELLS))
+def test_a_bad_cell_in_a_column_the_command_does_not_read_is_left_alone(command, kind, tmp_path, capfd):
+  path = _runs_csv(tmp_path, "runs.csv", bad=("notes", BAD_CELLS[kind][0]))
+  argv, _ = CSV_COMMANDS[command]
+  proc = _analysis(capfd, [a.format(csv=path) for a in argv])
+  assert proc.returncode == 0, proc.stderr
+  json.loads(proc.stdout)
+
+
+def test_the_good_runs_pass_every_command(tmp_path, capfd):
+  """The control of the cases above: without its bad cell the same file passes each command."""
+  path = _runs_csv(tmp_path, "runs.csv")
+  for command, (argv, _) in CSV_COMMANDS.items():
+    proc = _analysis(capfd, [a.format(csv=path) for a in argv])
+    assert proc.returncode == 0, (command, proc.stderr)
+    json.loads(proc.stdout)
+
+
+@pytest.mark.parametrize("command", list(CSV_COMMANDS))
+@pytest.mark.parametrize("header, name, columns", [
+    ("family,params,tokens,flops,loss,acc,loss", "loss", "5 and 7"),  # the issue's case: a second loss
+    ("family,params,tokens,flops,loss,acc, loss", "' loss'", "5 and 7"),  # spaces aside, the same name
+    ("family,params,tokens,flops,loss,acc,family", "family", "1 and 7"),
+    ("notes,params,tokens,flops,loss,acc,notes", "notes", "1 and 7"),  # even a column no flag names
+])
+def test_a_header_naming_a_column_twice_is_refused(command, header, name, columns, tmp_path, capfd):
+  path = _runs_csv(tmp_path, "dup.csv", header=header)
+  argv, _ = CSV_COMMANDS[command]
+  _one_line_exit_2(_analysis(capfd, [a.format(csv=path) for a in argv]), f"{path}:1: ", f"{name}", "twice",
+                   f"columns {columns}")
+
+
+def _file_cases(tmp):
+  header = "family,params,tokens,flops,loss,acc\n"  # every column each command reads
+  row = "a,1e7,2e9,1.2e17,3.0,0.5\n"
+  binary = tmp / "binary.csv"
+  binary.write_bytes(bytes(range(256)) * 8)
+  latin1 = tmp / "latin1.csv"
+  latin1.write_bytes((header + row + "b,2e7,4e9,4.8e17,2.9 \xe9,0.6\n").encode("latin-1"))
+  directory = tmp / "a_directory"
+  directory.mkdir(exist_ok=True)
+  return {
+      "missing": (str(tmp / "missing.csv"), ["missing.csv", "no such file"]),
+      "directory": (str(directory), ["a_directory", "directory"]),
+      "dev_zero": ("/dev/zero", ["/dev/zero", "MiB"]),
+      "empty": (_write(tmp, "empty.csv", ""), ["empty.csv", "no header"]),
+      "blank_lines": (_write(tmp, "blank.csv", "\n\n\n"), ["blank.csv", "no header"]),
+      "binary": (str(binary), ["binary.csv", "binary"]),
+      "not_utf8": (str(latin1), ["latin1.csv:3:", "UTF-8"]),
+      "too_many_rows": (_write(tmp, "many.csv", header + row * 100_001), ["many.csv", "more than 100000 rows"]),
+      "ragged": (_write(tmp, "ragged.csv", header + row + "\n" + row.strip() + ",7\n"), ["ragged.csv:4:", "7 fields"]),
+      "unclosed_quote": (_write(tmp, "quote.csv", header + row + 'b,2e7,4e9,4.8e17,2.9,"0.6\n'),
+                         ["quote.csv", "not a readable CSV"]),
+      "no_header": (_write(tmp, "noheader.csv", row * 3), ["noheader.csv", "no column", "lack a header line"]),
+  }
+
+
+@pytest.mark.parametrize("command", ["fit", "plan", "emergence"])
+@pytest.mark.parametrize("case", ["missing", "directory", "dev_zero", "empty", "blank_lines", "binary", "not_utf8",
+                                  "too_many_rows", "ragged", "unclosed_quote", "no_header"])
+def test_a_file_that_is_not_a_readable_csv_is_refused_alike_by_every_command(command, case, tmp_path, capfd):
+  path, fragments = _file_cases(tmp_path)[case]
+  argv, _ = CSV_COMMANDS[command]
+  _one_line_exit_2(_analysis(capfd, [a.format(csv=path) for a in argv]), *fragments)
+
+
+# Flags: an error names its own command, and a negative value reaches the flag's own check -------------
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["plan", "--csv", "{csv}", "--budget", "-1e12"], ["--budget: '-1e12' must be a positive"]),  # the issue's case
+    (["plan", "--csv", "{csv}", "--budget", "-inf"], ["--budget: '-inf' must be a positive"]),
+    (["plan", "--csv", "{csv}", "--budget", "-1e12,1e20"], ["--budget: '-1e12' must be a positive"]),
+    (["plan", "--csv", "{csv}", "--budg", "-1e12"], ["--budget: '-1e12' must be a positive"]),  # an abbreviation
+    (["plan", "--csv", "{csv}", "--budget", "1e20", "--bootstrap", "-1e3"],
+     ["plan: argument --bootstrap: invalid int value: '-1e3'"]),
+    (["plan", "--csv", "{csv}", "--budget", "1e20", "--method", "cubic"], ["plan: argument --method"]),
+    (["plan", "--csv", "{csv}", "--budget"], ["plan: argument --budget: expected one argument"]),
+    (["fit", "--csv", "{csv}", "--law", "power", "--bootstrap", "0", "--predict-at", "-1e9"],
+     ["--predict-at: '-1e9' must be positive"]),
+    (["fit", "--csv", "{csv}", "--law", "data_constrained", "--u", "tokens", "--tokens-per-param", "-2e1"],
+     ["--tokens-per-param -20: must be a positive number"]),
+    (["fit", "--csv", "{csv}", "--law", "power", "--seed", "-1e3"], ["fit: argument --seed: invalid int value"]),
+    (["fit", "--csv", "{csv}", "--law", "power", "--nope"], ["fit: unrecognized arguments: --nope"]),
+    (["emergence", "--csv", "{csv}", "--x", "params", "--metric", "acc", "--bootstrap", "-1e3"],
+     ["emergence: argument --bootstrap: invalid int value: '-1e3'"]),
+    (["emergence", "--csv", "{csv}", "--x", "params", "--metric", "acc", "--seed", "-5"],
+     ["--seed: must be 0 or more"]),
+    (["emergence", "--csv", "{csv}", "--x", "-params", "--metric", "acc"], ["no column '-params' (pass --x COL"]),
+    (["compare", "{dir}", "{dir}", "--bootstrap", "-1e3"], ["compare: argument --bootstrap: invalid int value"]),
+    (["compare", "{dir}", "{dir}", "--seed", "-1"], ["--seed -1: must be 0 or more"]),
+    (["compare", "{dir}", "{dir}", "--x", "steps"], ["compare: argument --x: invalid choice"]),
+])
+def test_flag_errors_name_their_command_and_negative_values_reach_the_check(argv, fragments, tmp_path, capfd):
+  path = _runs_csv(tmp_path, "runs.csv")
+  argv = [a.format(csv=path, dir=tmp_path) for a in argv]
+  line = _one_line_exit_2(_analysis(capfd, argv), *fragments)
+  others = {"fit", "plan", "emergence", "compare"} - {argv[0]}
+  assert not any(f"{name}: " in line for name in others), line
+  if argv[-1] != "--budget":  # a flag given a value is never told it was given none
+    assert "expected one argument" not in line, line

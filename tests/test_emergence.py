@@ -121,6 +121,53 @@ def test_cli_exit_code_and_one_line_on_stderr(tmp_path):
   assert result.returncode == 2 and result.stderr.strip().count("\n") == 0 and "no such file" in result.stderr
 
 
+def _many_groups(tmp_path, groups):
+  """One evaluation per family: no family has the scales for a fit, so each costs milliseconds."""
+  rows = pd.DataFrame({"family": [f"f{i:05d}" for i in range(groups)], "params": np.logspace(6, 11, groups),
+                       "acc": np.linspace(0.01, 0.9, groups)})
+  return _csv(tmp_path, rows, "many.csv")
+
+
+def test_more_groups_than_the_bound_are_refused_in_one_line_before_any_fit(tmp_path, capfd):
+  from analysis import __main__ as analysis_main
+  path = _many_groups(tmp_path, emergence_cli.MAX_GROUPS + 1)
+  code = analysis_main.main(["emergence", "--csv", path, "--x", "params", "--metric", "acc", "--group", "family"])
+  out, err = capfd.readouterr()
+  assert code == 2 and out == "" and err.count("\n") == 1 and "Traceback" not in err, err
+  for text in (path, "'family' (--group)", f"{emergence_cli.MAX_GROUPS + 1} groups",
+               f"at most {emergence_cli.MAX_GROUPS}", "coarser"):
+    assert text in err, (text, err)
+
+
+def test_many_groups_show_their_progress_on_stderr(tmp_path, capfd):
+  from analysis import __main__ as analysis_main
+  groups = emergence_cli.PROGRESS_GROUPS + 5
+  path = _many_groups(tmp_path, groups)
+  code = analysis_main.main(["emergence", "--csv", path, "--x", "params", "--metric", "acc", "--group", "family",
+                             "--log-x", "--bootstrap", "0"])
+  out, err = capfd.readouterr()
+  assert code == 0, err
+  assert len(json.loads(out)["groups"]) == groups
+  lines = err.splitlines()
+  assert lines and all(line.startswith("emergence: ") for line in lines), err
+  assert f"{groups}/{groups} groups" in lines[-1]
+  few = _many_groups(tmp_path, emergence_cli.PROGRESS_GROUPS)
+  assert analysis_main.main(["emergence", "--csv", few, "--x", "params", "--metric", "acc", "--group", "family",
+                             "--bootstrap", "0"]) == 0
+  assert capfd.readouterr().err == ""  # a few groups: no progress lines
+
+
+def test_a_group_label_is_its_text_and_an_empty_one_is_refused(tmp_path):
+  rows = pd.DataFrame({"family": ["1", "1.0"] * 6, "params": np.repeat(SIZES[:6], 2), "acc": 0.5})
+  out = emergence_cli.run(["--csv", _csv(tmp_path, rows), "--x", "params", "--metric", "acc", "--group", "family",
+                           "--bootstrap", "0"])
+  assert set(out["groups"]) == {"1", "1.0"}  # as written, not as numbers pandas would make of them
+  path = tmp_path / "blank_group.csv"
+  path.write_text("family,params,acc\na,1e6,0.1\n,1e7,0.2\na,1e8,0.3\n")
+  with pytest.raises(emergence_cli.UsageError, match=r"blank_group.csv:3: column 'family' \(--group\) has 1 empty"):
+    emergence_cli.run(["--csv", str(path), "--x", "params", "--metric", "acc", "--group", "family"])
+
+
 def test_a_jump_between_two_rungs_is_placed_between_them_not_at_a_false_point():
   x = np.repeat(np.array([1e3, 4e3, 1.6e4, 6.4e4, 2.56e5, 1e6]), 2)
   rng = np.random.default_rng(4)

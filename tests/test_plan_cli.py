@@ -62,6 +62,8 @@ def test_isoflop_plan_follows_the_vertices(runs_csv):
     (["--budget", "1e20"], "give a sweep directory or --csv FILE"),
     (["--csv", "{csv}", "--budget", "1e20,lots"], "--budget: 'lots' is not a number of FLOPs"),
     (["--csv", "{csv}", "--budget", "0"], "--budget: '0' must be a positive"),
+    (["--csv", "{csv}", "--budget", "-1e12"], "--budget: '-1e12' must be a positive"),  # not "expected one argument"
+    (["--csv", "{csv}", "--budget", "1e20", "--method", "cubic"], "plan: argument --method"),  # not "fit: ..."
     (["--csv", "{csv}", "--budget", "1e20", "--bootstrap", "-1"], "--bootstrap -1: must be 0 to"),
     (["--csv", "{csv}", "--budget", "1e20", "--method", "isoflop", "--drop-highest", "44"],
      "too few for the isoflop method"),
@@ -79,3 +81,15 @@ def test_bad_input_is_one_clear_line(runs_csv, tmp_path, argv, message):
 def test_bad_input_exits_2_with_one_line(runs_csv):
   done = plan("--csv", runs_csv, "--budget", "-5")
   assert done.returncode == 2 and done.stderr.count("\n") == 1 and "must be a positive" in done.stderr, done.stderr
+
+
+def test_a_fit_in_which_loss_rises_with_n_has_no_frontier_and_says_so(tmp_path):
+  """Loss growing with N fits alpha < 0; the closed-form frontier of such a law is a complex number
+  (once an OverflowError traceback), so the plan refuses it in one line naming the parameter."""
+  n = np.repeat(np.logspace(6, 9, 4), 3)
+  d = np.tile(np.logspace(9, 11, 3), 4)
+  loss = 2.0 + 1e-3 * n ** 0.3 + 400 / d ** 0.3
+  path = tmp_path / "rising.csv"
+  path.write_text("params,tokens,loss\n" + "".join(f"{a:g},{b:g},{c}\n" for a, b, c in zip(n, d, loss)))
+  with pytest.raises(plan_cli.UsageError, match=r"alpha = -[0-9.]+: loss does not fall with both N and D"):
+    plan_cli.run(["--csv", str(path), "--budget", "1e20", "--bootstrap", "0"])
