@@ -14,10 +14,26 @@ The driver only submits and waits: stopped (Ctrl-C) and started again, it recomp
 trials are finished from the run directories (sweeps/rundir.py) and submits the rest; a trial
 cut off mid-run resumes from its checkpoint, and its metrics rows past that checkpoint are
 dropped before they are written again, so each is logged once.
+
+Before anything is submitted or written, the driver checks what it can (one line and exit 2 otherwise): that
+this Ray can serve the address (`ray://` needs the `ray[client]` extra, `http://` is the dashboard's, another
+`scheme://` needs a module of that name) and that something there answers as Ray does, within seconds; and
+that the cluster can place a trial: some node offers one process's resources (with `hosts` > 1, enough nodes
+together, distinct ones for `placement: spread`), or an autoscaler can add such nodes. Autoscaler v2 (KubeRay,
+`RAY_enable_autoscaler_v2`) publishes its node types, so a request none of them can meet is refused too; the
+v1 autoscaler (`ray up`) publishes none, so there the driver notes that no node offers the request yet and
+waits for one, as Ray does (a cluster started by hand with `ray start`, whose v1 monitor adds no nodes, is
+refused). Through Ray Client (`ray://`) only the nodes can be seen: a request none of them meets is a note, not
+a refusal. A TPU slice's shape is Ray's to place (ray.util.tpu reserves it with its own timeout): the check asks
+only for a node, or a node type, with TPUs. The check runs even when every trial is finished already.
 """
 import dataclasses
+import importlib.util
+import json
+import logging
 import os
 import signal
+import socket
 import threading
 
 from sweeps import rundir
@@ -47,6 +63,219 @@ def _coordinator() -> str:
   with socket.socket() as s:
     s.bind((host, 0))
     return f"{host}:{s.getsockname()[1]}"
+
+
+class ClusterError(ValueError):
+  """The cluster cannot be reached from here, or cannot hold these trials: one line, what was asked, what is there."""
+
+
+# ------------------------------------------------------------------------------------------------ reaching the cluster
+
+_RAY_CLIENT_PORT = 10001  # Ray Client's default, when a ray:// address gives none
+# An HTTP/2 client's opening (RFC 9113 3.4): the magic string, then an empty SETTINGS frame.
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+_SETTINGS_FRAME = 0x04
+
+
+def connection_problem(address) -> str | None:
+  """Why `ray.init` cannot reach a cluster at `address` from here, in one line, or None. None means a local
+  cluster unless RAY_ADDRESS is set (ray.init reads it then). Takes seconds at most: where nothing, or something
+  other than Ray, listens, ray.init retries for minutes."""
+  if importlib.util.find_spec("ray") is None:
+    return "--backend ray: Ray is not installed here (pip install 'ray[default]')"
+  address, given = _address_given(address)
+  if address in (None, "", "local", "auto"):  # a local cluster; "auto" without one fails at once in ray.init
+    return None
+  scheme, is_url, rest = address.partition("://")
+  if not is_url:
+    return _head_problem(given, address)
+  if scheme == "ray":
+    if importlib.util.find_spec("grpc") is None:  # what Ray Client needs that `pip install ray` leaves out
+      return (f"{given}: a ray:// address goes through Ray Client, which needs the `ray[client]` extra "
+              "(pip install 'ray[client]'); or run the sweep on one of the cluster's machines with --address HOST:6379")
+    return _head_problem(given, rest.rstrip("/"), default_port=_RAY_CLIENT_PORT)
+  if scheme in ("http", "https"):
+    return (f"{given}: an http address is the dashboard's (for `ray job submit`); give the head's HOST:PORT "
+            "(port 6379 unless `ray start --port` said otherwise), or ray://HOST:10001 through Ray Client")
+  if not _module_installed(scheme):  # ray.init imports a module named by any other scheme, for its ClientBuilder
+    return (f"{given}: this Ray cannot serve {scheme}:// (it serves HOST:PORT, and ray://HOST:PORT with the "
+            f"`ray[client]` extra; {scheme}:// would need an installed Python module `{scheme}` with a ClientBuilder)")
+  return None
+
+
+def _address_given(address) -> tuple:
+  """(the address ray.init will use, how the user gave it): RAY_ADDRESS wins over none or "auto", as in ray.init."""
+  from_env = os.environ.get("RAY_ADDRESS")
+  if from_env and address in (None, "auto"):
+    return from_env, f"RAY_ADDRESS={from_env}"
+  return address, f"--address {address}" if address else "a local Ray cluster"
+
+
+def _module_installed(name: str) -> bool:
+  try:
+    return importlib.util.find_spec(name) is not None
+  except (ImportError, ValueError):  # a dotted name whose parent is missing, an empty or relative name
+    return False
+
+
+def _head_problem(given: str, host_port: str, default_port=None) -> str | None:
+  """Why no Ray endpoint answers at HOST:PORT, or None."""
+  host, _, port = host_port.rpartition(":")
+  if default_port is not None and not port.isdigit():
+    host, port = host_port, str(default_port)
+  host = host.strip("[]")  # an IPv6 literal
+  if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    return f"{given}: expected HOST:PORT of a Ray head (e.g. 10.0.0.1:6379)"
+  undo = "leave --address out" if given.startswith("--") else "unset RAY_ADDRESS"
+  try:
+    conn = socket.create_connection((host, int(port)), timeout=5)
+  except OSError as e:
+    return (f"{given}: no Ray cluster answers there ({e.strerror or e}); start one with `ray start --head`, "
+            f"or {undo} for a local cluster")
+  with conn:
+    try:
+      answers = os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true") or _answers_http2(conn)
+    except OSError:  # silent for 5 s, or reset: not a gRPC server either
+      answers = False
+  if not answers:
+    return (f"{given}: something listens there but does not answer as Ray does (gRPC); the head's port is 6379 "
+            "unless `ray start --port` said otherwise (8265 is the dashboard's)")
+  return None
+
+
+def _answers_http2(conn) -> bool:
+  """Whether the server speaks HTTP/2, as every Ray endpoint does (gRPC): its first frame, sent at once, is
+  SETTINGS. (Behind TLS, RAY_USE_TLS, nothing can be read in the clear; the caller does not ask.)"""
+  conn.sendall(_HTTP2_PREFACE)
+  header = b""
+  while len(header) < 4:
+    chunk = conn.recv(4 - len(header))
+    if not chunk:
+      return False
+    header += chunk
+  return header[3] == _SETTINGS_FRAME
+
+
+def _connect(address) -> None:
+  """ray.init, its refusals as one line (the address was checked; the cluster may still say no)."""
+  import ray
+  try:
+    # Ray's INFO lines ("Connecting to existing Ray cluster...") would come before a refusal's one line.
+    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+             runtime_env={"env_vars": {"PYTHONPATH": REPO, "SCALING_JAX_CACHE": os.environ.get(
+                 "SCALING_JAX_CACHE", os.path.join(REPO, ".jax_cache")),
+                 **{k: os.environ[k] for k in ("SCALING_CPU_DOTS",) if k in os.environ}}})
+  except (OSError, RuntimeError, ValueError) as e:  # ConnectionError, a refused scheme, a version mismatch
+    first_line = (str(e).strip() or "?").splitlines()[0]
+    raise ClusterError(f"{_address_given(address)[1]}: {type(e).__name__}: {first_line}") from None
+
+
+# -------------------------------------------------------------------------------------------- what a trial asks for
+
+def _demand(ray_cfg: dict) -> tuple:
+  """What one trial needs of the cluster at once: (one process's resources, processes, on distinct nodes?)."""
+  if ray_cfg["tpu"] is not None:  # the slice's bundles are ray.util.tpu's to work out; at least TPUs somewhere
+    return {"TPU": 1.0}, 1, False
+  shape = {k: float(v) for k, v in _bundle(ray_cfg).items() if v}
+  return shape, ray_cfg["hosts"], ray_cfg["hosts"] > 1 and ray_cfg["placement"] == "spread"
+
+
+def _fits(shape: dict, node: dict) -> int:
+  """How many processes of `shape` one node of `node` resources holds (Ray counts resources to 1e-4)."""
+  # An amount that is not a positive number (NaN, negative) fits nowhere; infinity gives 0 of itself.
+  return int(min(node.get(name, 0.0) / amount if amount > 0 else 0.0 for name, amount in shape.items()) + 1e-6)
+
+
+def _placeable(shape: dict, processes: int, distinct: bool, nodes: list) -> bool:
+  """Whether `processes` of `shape` fit on the empty `nodes` (resource dicts): one per node if distinct."""
+  held = [_fits(shape, node) for node in nodes]
+  return (sum(h > 0 for h in held) if distinct else sum(held)) >= processes
+
+
+def _autoscaler_node_types() -> list | None:
+  """What an autoscaler can add, as [(node type, resources, nodes it can add at most)]; [] if one runs but does not
+  say (autoscaler v1), or if this driver cannot ask (Ray Client); None if no autoscaler runs."""
+  import ray
+  try:  # autoscaler v2 publishes its node types in the GCS (what Ray Train and Ray Data read)
+    from ray.experimental import internal_kv
+    config = ray._private.state.state.get_cluster_config()
+    status = internal_kv._internal_kv_get(ray._private.ray_constants.DEBUG_AUTOSCALING_STATUS)
+  except Exception:  # noqa: BLE001 -- private API: another Ray version, or a Ray Client driver
+    return []
+  if config is not None and config.node_group_configs:  # a group's min_count nodes are up already
+    return [(group.name, dict(group.resources), -1 if group.max_count == -1 else group.max_count - group.min_count)
+            for group in config.node_group_configs
+            if group.max_count == -1 or group.max_count > group.min_count] or None
+  try:
+    report = json.loads(status).get("autoscaler_report") if status else None
+  except ValueError:
+    report = None
+  if not isinstance(report, dict):  # no v1 monitor has reported: nothing says an autoscaler runs
+    return None
+  if report.get("pending_nodes") or report.get("pending_launches"):
+    return []
+  # Without an autoscaling config (`ray start` by hand, a local cluster) the v1 monitor still reports, through its
+  # read-only provider, which names every node's type after the node and adds none.
+  types = report.get("node_type_mapping")
+  read_only = isinstance(types, dict) and bool(types) and all(t == f"node_{node}" for node, t in types.items())
+  return None if read_only else []
+
+
+def placement_problem(ray_cfg: dict, log=print) -> str | None:
+  """Why no node of the connected cluster, nor any node its autoscaler can add, can hold one trial of `ray_cfg`
+  (`runtime.ray`), or None: Ray would wait for such a node forever without a word. A wait for the autoscaler is
+  a note through `log`."""
+  import ray
+  shape, processes, distinct = _demand(ray_cfg)
+  nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+  if _placeable(shape, processes, distinct, nodes):
+    return None
+  tpu = ray_cfg["tpu"]
+  asked = f"a TPU {tpu['version']} slice ({tpu['topology']})" if tpu else _describe_demand(shape, processes, distinct)
+  node_types = _autoscaler_node_types()
+  if node_types == []:
+    log(f"note: runtime.ray asks for {asked}; no node of the cluster has that now ({_describe_nodes(nodes)}); "
+        "waiting for its autoscaler to add one (`ray status` shows what it is doing)")
+    return None
+  if node_types and _placeable(shape, processes, distinct, nodes + _addable(node_types, processes)):
+    log(f"note: runtime.ray asks for {asked}; no node of the cluster has that now; its autoscaler can add "
+        + ", ".join(name for name, resources, _ in node_types if _fits(shape, resources)) + " nodes for it")
+    return None
+  types = ("; node types its autoscaler can add: " + "; ".join(
+      f"{name} (up to {'any number' if most == -1 else most}): {_describe_resources(resources)}"
+      for name, resources, most in node_types)) if node_types else ""
+  return f"asks for {asked}, and no node of the cluster can hold it; its nodes: {_describe_nodes(nodes)}{types}"
+
+
+def _addable(node_types: list, processes: int) -> list:
+  """The nodes an autoscaler could add that matter to one trial: of each type up to its limit and `processes`."""
+  return [resources for _, resources, most in node_types
+          for _ in range(processes if most == -1 else min(most, processes))]
+
+
+def _describe_demand(shape: dict, processes: int, distinct: bool) -> str:
+  what = _describe_resources(shape)
+  if processes == 1:
+    return what
+  return f"{processes} processes of {what}" + (" on distinct nodes (placement: spread)" if distinct else "")
+
+
+# Resources every node has that say nothing about what a trial can ask for.
+_BOOKKEEPING = ("memory", "object_store_memory")
+
+
+def _describe_resources(resources: dict) -> str:
+  shown = {k: v for k, v in resources.items() if not k.startswith("node:") and k not in _BOOKKEEPING}
+  return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(shown.items())) + "}"
+
+
+def _describe_nodes(nodes: list) -> str:
+  """'2 x {CPU: 8, GPU: 1}, 1 x {CPU: 2}': the alive nodes, grouped by what they offer."""
+  counts = {}
+  for node in nodes:
+    shape = _describe_resources(node)
+    counts[shape] = counts.get(shape, 0) + 1
+  return ", ".join(f"{n} x {shape}" for shape, n in sorted(counts.items(), key=lambda item: -item[1])) or "none alive"
 
 
 @dataclasses.dataclass
@@ -166,20 +395,36 @@ class Driver:
 
 def run(sweep, out: str, address=None, progress: bool = True, retries=None, retry_failed: bool = False,
         log=print) -> dict:
-  """Trains every unfinished trial on Ray; returns {trial id: state}."""
+  """Trains every unfinished trial on Ray; returns {trial id: state}. Raises ClusterError (nothing written or
+  submitted) when the cluster cannot be reached or cannot hold a trial."""
   import ray
   runtime = sweep.runtime.model_dump()
   if retries is not None:
     runtime["retries"] = retries
+  started_here = not ray.is_initialized()
+  if started_here:  # a local cluster when no address is given; workers import this repository
+    problem = connection_problem(address)
+    if problem:
+      raise ClusterError(problem)
+    _connect(address)
+  try:
+    problem = placement_problem(runtime["ray"], log)
+    if problem:  # named at the sweep file's line, like every other refusal of what it asks for
+      from sweeps.spec import error_at, read_yaml
+      raise ClusterError(str(error_at(sweep.path, read_yaml(sweep.path)[1], ("runtime", "ray"), problem)))
+    return _run_on_cluster(sweep, out, runtime, progress, retry_failed, log)
+  finally:
+    if started_here:
+      ray.shutdown()  # a local cluster's tasks stop with it; their trials resume on the next launch
+
+
+def _run_on_cluster(sweep, out: str, runtime: dict, progress: bool, retry_failed: bool, log) -> dict:
+  """Submits the unfinished trials and waits for each (retrying a failed unit whole)."""
+  import ray
+
   from sweeps import storage
   place = storage.Place(rundir.sweep_dir(out, sweep))
   states, todo = rundir.to_run(sweep, place, retry_failed)
-  started_here = not ray.is_initialized()
-  if started_here:  # a local cluster when no address is given; workers import this repository
-    ray.init(address=address, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": REPO, "SCALING_JAX_CACHE": os.environ.get(
-                 "SCALING_JAX_CACHE", os.path.join(REPO, ".jax_cache")),
-                 **{k: os.environ[k] for k in ("SCALING_CPU_DOTS",) if k in os.environ}}})
   bar = None
   if progress:
     from scaling import progress as progress_lib
@@ -210,6 +455,4 @@ def run(sweep, out: str, address=None, progress: bool = True, retries=None, retr
       signal.signal(s, handler)
     if bar is not None:
       bar.close()
-    if started_here:
-      ray.shutdown()  # a local cluster's tasks stop with it; their trials resume on the next launch
   return states

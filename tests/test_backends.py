@@ -4,11 +4,14 @@ Every test runs the real CLI (`python -m sweeps run FILE --backend ...`) in a su
 the trials against the local backend's: same ids, same final parameters (params_sha256), every
 metrics row logged once, whatever was killed on the way.
 """
+import importlib.util
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -49,6 +52,16 @@ def _finish(process, timeout=300):
   stdout, stderr = process.communicate(timeout=timeout)
   assert process.returncode == 0, stderr[-3000:]
   return stdout
+
+
+def _ended(process, timeout=60):
+  """(stdout, stderr) of a driver that must end by itself, promptly: killed, and the test failed, if it does not."""
+  try:
+    return process.communicate(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate()
+    raise AssertionError(f"the driver was still waiting after {timeout} s") from None
 
 
 def _trials(sweep_dir):
@@ -163,13 +176,19 @@ def test_slurm_backend_through_submitits_local_executor(reference, tmp_path):
   assert os.path.isdir(out / "micro" / "slurm")  # submitit's logs
 
 
+# Ray Client is what `pip install ray` leaves out; where it is installed, the same address reaches nothing.
+_NO_RAY_CLIENT = "the `ray[client]` extra" if importlib.util.find_spec("grpc") is None else "no Ray cluster answers"
+
+
 @pytest.mark.parametrize("address,message", [("127.0.0.1:1", "no Ray cluster answers there"),
-                                             ("nonsense", "expected HOST:PORT")])
-def test_an_address_without_a_cluster_is_one_line_and_exit_2_not_a_wait(tmp_path, address, message):
+                                             ("nonsense", "expected HOST:PORT"),
+                                             ("ray://127.0.0.1:1", _NO_RAY_CLIENT)])
+def test_ray_address_without_a_cluster_is_one_line_and_exit_2_not_a_wait(tmp_path, address, message):
   path = write(tmp_path, "micro.yaml", SWEEP)
   process = _launch(path, tmp_path / "runs", "--backend", "ray", "--address", address)
-  _, stderr = process.communicate(timeout=60)
-  assert process.returncode == 2 and stderr.count("\n") == 1 and message in stderr
+  _, stderr = _ended(process)
+  assert process.returncode == 2 and stderr.count("\n") == 1 and message in stderr and address in stderr, stderr
+  assert not (tmp_path / "runs").exists()  # checked before anything is written
 
 
 def test_ray_trial_on_two_hosts_is_retried_as_one_unit_when_a_host_dies(reference, tmp_path):
@@ -197,3 +216,105 @@ def test_ray_trial_on_two_hosts_is_retried_as_one_unit_when_a_host_dies(referenc
   with open(os.path.join(run_dir, "attempts.jsonl")) as f:
     attempts = [json.loads(line) for line in f]
   assert [r["outcome"] for r in attempts] == ["done"] and attempts[0]["pid"] != claim["pid"]
+
+
+# ------------------------------------------------------------------ what no node of the cluster can give, refused
+# One cluster for the checks below, of a known shape (not this machine's): started in this process, and joined by
+# the drivers with --address as a cluster started by `ray start` is. Kept last in the file so that it is up only
+# while they run.
+WIDGETS = 1  # a custom resource only this cluster's one node has
+
+
+@pytest.fixture(scope="module")
+def cluster():
+  import ray
+  handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # ray.init installs its own
+  auth_mode = os.environ.get("RAY_AUTH_MODE")
+  os.environ["RAY_AUTH_MODE"] = "disabled"  # as the drivers it serves have it
+  ray.init(num_cpus=2, num_gpus=0, resources={"widget": WIDGETS}, include_dashboard=False, log_to_driver=False)
+  try:
+    yield ray.get_runtime_context().gcs_address
+  finally:
+    ray.shutdown()
+    for s, handler in handlers.items():
+      signal.signal(s, handler)
+    if auth_mode is None:
+      os.environ.pop("RAY_AUTH_MODE")
+    else:
+      os.environ["RAY_AUTH_MODE"] = auth_mode
+
+
+def test_ray_resources_no_node_has_are_one_line_and_exit_2_before_anything_is_submitted(cluster, tmp_path):
+  """`runtime.ray.gpus: 1` on a cluster without GPUs: Ray would wait for such a node forever, silently."""
+  path = write(tmp_path, "micro.yaml", SWEEP.replace("ray: {cpus: 1}", "ray: {cpus: 1, gpus: 1}"))
+  process = _launch(path, tmp_path / "runs", "--backend", "ray", "--address", cluster)
+  _, stderr = _ended(process)
+  assert process.returncode == 2 and stderr.count("\n") == 1, stderr
+  # Where the file asks (runtime: is line 12), what it asks, and what the cluster has.
+  assert f"{path}:12: runtime.ray: asks for {{CPU: 1, GPU: 1}}" in stderr, stderr
+  assert f"its nodes: 1 x {{CPU: 2, widget: {WIDGETS}}}" in stderr, stderr
+  assert not [f for _, _, files in os.walk(tmp_path / "runs") for f in files]  # no manifest, no trial
+
+
+@pytest.mark.parametrize("ray_cfg,refused", [
+    ({"cpus": 2}, None),
+    ({"cpus": 1, "resources": {"widget": WIDGETS}}, None),
+    ({"cpus": 1, "hosts": 2, "placement": "pack"}, None),  # two processes on the one node
+    ({"cpus": 3}, "asks for {CPU: 3}"),  # more CPUs than any node has
+    ({"cpus": 1, "resources": {"widget": WIDGETS + 1}}, f"asks for {{CPU: 1, widget: {WIDGETS + 1}}}"),
+    ({"cpus": 1, "resources": {"TPU": 4}}, "asks for {CPU: 1, TPU: 4}"),
+    ({"cpus": 1, "hosts": 2}, "asks for 2 processes of {CPU: 1} on distinct nodes (placement: spread)"),
+    ({"cpus": 1, "hosts": 3, "placement": "pack"}, "asks for 3 processes of {CPU: 1}"),
+    ({"tpu": {"topology": "2x2", "version": "v4"}}, "asks for a TPU v4 slice (2x2)"),
+])
+def test_ray_what_the_cluster_can_hold_is_submitted_and_what_it_cannot_is_refused(cluster, ray_cfg, refused):
+  """The same check, on the same cluster, through the function the driver calls (a cluster start saved per case).
+  The cluster's own v1 monitor reports on it as an autoscaler that adds nothing: that must not read as one."""
+  from ray.experimental import internal_kv
+  from ray._private import ray_constants
+
+  from sweeps import ray_backend
+  from sweeps.spec import RaySpec
+  deadline = time.time() + 30
+  while b"autoscaler_report" not in (internal_kv._internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS) or b""):
+    assert time.time() < deadline, "the cluster's monitor never reported"
+    time.sleep(0.2)  # its first report comes a few seconds after the cluster starts
+  notes = []
+  problem = ray_backend.placement_problem(RaySpec.model_validate(ray_cfg).model_dump(), log=notes.append)
+  assert notes == []
+  if refused is None:
+    assert problem is None
+  else:
+    assert problem.startswith(refused) and f"its nodes: 1 x {{CPU: 2, widget: {WIDGETS}}}" in problem, problem
+
+
+def _serve_once(reply: bytes) -> int:
+  """A port where something other than Ray listens: it answers the first connection with `reply` and closes."""
+  server = socket.create_server(("127.0.0.1", 0))
+
+  def answer():
+    with server, server.accept()[0] as conn:
+      conn.sendall(reply)
+  threading.Thread(target=answer, daemon=True).start()
+  return server.getsockname()[1]
+
+
+def test_ray_every_address_it_cannot_serve_is_named_in_one_line_within_seconds(cluster, monkeypatch):
+  from sweeps import ray_backend
+  monkeypatch.delenv("RAY_ADDRESS", raising=False)
+  assert ray_backend.connection_problem(cluster) is None  # a Ray head answers
+  assert ray_backend.connection_problem(None) is None  # a local cluster
+  http_1 = _serve_once(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+  cases = {
+      "http://127.0.0.1:8265": "an http address is the dashboard's",
+      "nosuchmodule://head:1": "this Ray cannot serve nosuchmodule://",
+      f"127.0.0.1:{http_1}": "does not answer as Ray does",  # ray.init would retry these for minutes
+      f"127.0.0.1:{_serve_once(b'')}": "does not answer as Ray does",
+  }
+  for address, message in cases.items():
+    started = time.time()
+    problem = ray_backend.connection_problem(address)
+    assert problem.startswith(f"--address {address}: ") and message in problem and "\n" not in problem, problem
+    assert time.time() - started < 10
+  monkeypatch.setenv("RAY_ADDRESS", "ray://127.0.0.1:1")  # what ray.init reads when --address is left out
+  assert ray_backend.connection_problem(None).startswith("RAY_ADDRESS=ray://127.0.0.1:1: ")
