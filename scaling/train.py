@@ -6,7 +6,8 @@ Run directory after a trial:
                    plus eval rows (eval_loss, eval_<metric>, evaluator metrics such as probe_error)
   summary.json     status, objective and loss unit, parameter counts, examples, tokens, FLOPs,
                    final losses and metrics, throughput, params_sha256
-  checkpoints/     orbax checkpoints; a re-run resumes from the latest one
+  checkpoints/     orbax checkpoints; a re-run resumes from the latest one that reads back (a damaged one is
+                   moved aside as checkpoint-<step>.damaged-*: scaling/checkpoint.py)
   tensorboard/     event files of the same scalars
 """
 import dataclasses
@@ -25,6 +26,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from models import counting, moe, mup, registry
 from scaling import checkpoint as checkpoint_lib
+from scaling import containment
 from scaling import distributed
 from scaling import evaluators as evaluators_lib
 from scaling import logs
@@ -384,6 +386,7 @@ def train_pack(configs: list, run_dirs: list, progress: bool = True, runtime: di
     raise ValueError("packed trials run in one process with local run directories")
   members, origin = [], timeline_lib.attempt_origin(entered)  # one start for every trial of the pack
   for config, run_dir in zip(configs, run_dirs):
+    _contain(run_dir)
     previous_mesh = _previous_mesh(run_dir)  # Read before this attempt's summary replaces it.
     os.makedirs(run_dir, exist_ok=True)
     timeline = timeline_lib.Timeline(run_dir, origin, enabled=distributed.is_writer())
@@ -572,18 +575,17 @@ def _train(members, progress, runtime, staged) -> list:
   for m in members:
     m.checkpoints = checkpoint_lib.Checkpoints(m.run_dir, keep=runtime["keep_checkpoints"],
                                                directory=staged.checkpoint_dir if staged else None)
-  # The latest step every trial of the pack has a checkpoint at (one trial: its latest; 0, starting over, is
-  # always one). A kill can land between the trials' saves; the trials ahead drop their later checkpoints and
-  # redo those steps exactly, in the same program.
-  start_step = max(frozenset.intersection(*[m.checkpoints.saved_steps() for m in members]))
-  restored = []
+  # The latest step every trial of the pack can be restored at (one trial: its latest good one; 0, starting over,
+  # always can). A kill can land between the trials' saves; the trials ahead drop their later checkpoints and
+  # redo those steps exactly, in the same program. A damaged checkpoint is moved aside and said.
+  start_step, restored = checkpoint_lib.resume([m.checkpoints for m in members], state_of(0))
   for m in members:
     m.start_step = start_step
-    if start_step:
-      m.checkpoints.drop_after(start_step)
-      restored.append(m.checkpoints.restore(start_step, state_of(0)))
-      if m.previous_mesh is not None and m.previous_mesh != m.static["mesh"]:  # orbax restored onto the new shardings
-        m.static["resumed_from_mesh"] = m.previous_mesh
+    moved = [aside for _, _, aside in m.checkpoints.moved_aside]
+    if moved:
+      m.static["checkpoints_moved_aside"] = moved
+    if start_step and m.previous_mesh is not None and m.previous_mesh != m.static["mesh"]:
+      m.static["resumed_from_mesh"] = m.previous_mesh  # orbax restored onto the new shardings
   if restored:
     params = pack.stack([r["params"] for r in restored], stacked_param_sharding)
     opt_state = pack.stack([r["opt_state"] for r in restored], stacked_opt_sharding)
@@ -830,6 +832,16 @@ def _summary(m, step, params, steady_first_step, first_step_seconds, compile_sec
 
 
 _EVAL_SEED = 1 << 30  # The eval set's objective randomness (masks): fixed, whatever the trial's seed.
+
+
+def _contain(run_dir: str) -> None:
+  """Nothing of this attempt is written through a link (scaling/containment.py): the run directory may not be one,
+  and links planted in it are moved aside, each said in one line."""
+  containment.refuse_link(run_dir)
+  if distributed.is_writer() and os.path.isdir(run_dir):
+    for link, aside in containment.move_links_aside(run_dir):
+      logs.warning(f"{link}: a symbolic link, never followed in a run directory; moved aside as "
+                   f"{os.path.basename(aside)}")
 
 
 def _previous_mesh(run_dir: str):

@@ -21,6 +21,13 @@ def _whole_number(upper: int):
   return parse
 
 
+def _output_root(text: str) -> str:
+  """An argparse type: --out, a path or a bucket URL; an empty one would train into the working directory."""
+  if not text.strip():
+    raise argparse.ArgumentTypeError("an empty path; give the output root (default: runs)")
+  return text
+
+
 def _writable_directory(path: str):
   """None if `path` is (or can be made) a directory this process can write into, else why not."""
   import tempfile
@@ -81,7 +88,7 @@ def main(argv=None) -> int:
   commands = parser.add_subparsers(dest="command", required=True)
   run_parser = commands.add_parser("run", help="train every trial of the sweep, then analyse it")
   run_parser.add_argument("file")
-  run_parser.add_argument("--out", default="runs", help="output root; the sweep goes in OUT/<name>/")
+  run_parser.add_argument("--out", type=_output_root, default="runs", help="output root; the sweep goes in OUT/<name>/")
   run_parser.add_argument("--no-progress", action="store_true")
   run_parser.add_argument("--no-analysis", action="store_true")
   run_parser.add_argument("--retry-failed", action="store_true",
@@ -193,7 +200,8 @@ def _cluster_run(args, sweep) -> int:
   """--backend ray | slurm: this process only submits and waits (no JAX here); the trials run in the tasks."""
   from sweeps import rundir, storage
   directory = rundir.sweep_dir(args.out, sweep)
-  problem = _out_problem(args, directory) or (args.address and _unreachable(args.address))
+  from sweeps import ray_backend  # imports no Ray: the address is checked before anything is written
+  problem = (args.backend == "ray" and ray_backend.connection_problem(args.address)) or _out_problem(args, directory)
   if problem:
     print(f"error: {problem}", file=sys.stderr)
     return 2
@@ -201,7 +209,6 @@ def _cluster_run(args, sweep) -> int:
     print(f"note: runtime.pack packs trials on the local backend; --backend {args.backend} runs one trial per task")
   try:
     if args.backend == "ray":
-      from sweeps import ray_backend
       states = ray_backend.run(sweep, args.out, address=args.address, progress=not args.no_progress,
                                retries=args.retries, retry_failed=args.retry_failed)
     else:
@@ -212,7 +219,7 @@ def _cluster_run(args, sweep) -> int:
     print("interrupted; run the same command again to resume (running trials restart from their checkpoints)",
           file=sys.stderr)
     return 130
-  except (rundir.SweepDirError, storage.StorageError) as e:
+  except (rundir.SweepDirError, storage.StorageError, ray_backend.ClusterError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   return _report(args, sweep, directory, states)
@@ -221,34 +228,28 @@ def _cluster_run(args, sweep) -> int:
 def _out_problem(args, directory: str):
   """One line if the sweep directory (a path or a bucket URL) cannot be written, else None."""
   from sweeps import storage
+  from scaling import containment
+  if not storage.is_url(directory):
+    try:  # a sweep directory that is a link out of --out is never written through
+      containment.within(args.out, directory)
+    except containment.Escape as e:
+      return f"--out {args.out}: {e}"
   problem = storage.problem(directory) if storage.is_url(directory) else _writable_directory(directory)
   return f"--out {args.out}: cannot write the sweep directory {directory}: {problem}" if problem else None
 
 
-def _unreachable(address: str):
-  """Why no Ray cluster can answer at HOST:PORT (Ray itself would wait for minutes), or None."""
-  import socket
-  host, _, port = address.rpartition(":")
-  if "://" in address or not host or not port.isdigit():
-    return None if "://" in address or address == "auto" else (
-        f"--address {address}: expected HOST:PORT of a Ray head (e.g. 10.0.0.1:6379)")
-  try:
-    socket.create_connection((host, int(port)), timeout=5).close()
-  except OSError as e:
-    return (f"--address {address}: no Ray cluster answers there ({e.strerror or e}); start one with "
-            "`ray start --head`, or leave --address out for a local cluster")
-  return None
-
-
 def _report(args, sweep, directory, states) -> int:
+  """Says how the sweep ended and analyses it; the exit code: 1 if any trial ended `failed` (so that scripts and
+  schedulers notice; 2 is kept for bad input), else the analysis's."""
   not_done = ("diverged", "flagged", "failed", "damaged", "running")
   counts = ", ".join(f"{sum(s == k for s in states.values())} {k}" for k in not_done if k in states.values())
   print(f"sweep {sweep.name}: {sum(s == 'done' for s in states.values())}/{len(states)} trials done"
         + (f" ({counts})" if counts else "") + f" in {directory}")
-  if args.no_analysis:
-    return 0
-  from analysis import report
-  return report.main([directory])  # a bucket URL: analysed in this machine's mirror, analysis/ pushed back
+  code = 0
+  if not args.no_analysis:
+    from analysis import report
+    code = report.main([directory])  # a bucket URL: analysed in this machine's mirror, analysis/ pushed back
+  return 1 if "failed" in states.values() else code
 
 
 if __name__ == "__main__":

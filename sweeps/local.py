@@ -7,9 +7,12 @@ Each trial is claimed before it runs (sweeps/claims.py): a second `sweeps run`
 on the same directory works on other trials instead of duplicating one.
 
 A trial whose files cannot be trusted (`read_summary`) is `damaged`, not finished: the
-next run resumes it and rewrites them. One that cannot be run at all (its run directory
-is not a directory or cannot be written; a checkpoint is damaged) is reported in one
-line naming the file and what to do, and the sweep goes on with the others.
+next run resumes it and rewrites them. A damaged checkpoint costs time, never the trial:
+it is moved aside and the trial resumes from the one before, or from step 0
+(scaling/checkpoint.py). One that cannot be run at all (its run directory is not a
+directory or cannot be written; a damaged checkpoint cannot be moved aside) is reported
+in one line naming the file and what to do, and the sweep goes on with the others;
+`python -m sweeps run` then exits 1 if any trial ended `failed`.
 
 Multi-process runs (a pod slice, a GPU cluster: one process per host, all
 running this same loop) need every process to train the same trials in the
@@ -54,7 +57,7 @@ def run_pack(trials: list, run_dirs: list, runtime: dict, progress: bool) -> dic
     except (train_lib.Interrupted, KeyboardInterrupt):
       log_all(record, outcome="interrupted")
       raise
-    except checkpoint_lib.CheckpointError as e:  # Retrying cannot help; the message says what to delete.
+    except checkpoint_lib.CheckpointError as e:  # Retrying cannot help; the message says what to move away.
       log_all(record, outcome="failed", error=str(e))
       return fail_all(str(e))
     except Exception as e:  # A crash of these trials must not stop the sweep.

@@ -115,7 +115,8 @@ class Mirror:
 
   def _mirrored(self, rel: str) -> bool:
     parts = rel.split("/")
-    return not (set(parts) & set(NOT_MIRRORED)) and not parts[-1].endswith(".part") and rel != LEDGER
+    return (not (set(parts) & set(NOT_MIRRORED)) and not parts[-1].endswith(".part") and rel != LEDGER
+            and not any(_checkpoint_aside(part) for part in parts))
 
   def _local(self, rel: str) -> str:
     """The local path of the bucket's `rel`; containment.Escape if it would lie outside this copy."""
@@ -176,7 +177,7 @@ class Mirror:
     """The mirrored files of this copy (below `under`), as relative paths with /."""
     out = []
     for folder, dirs, files in os.walk(os.path.join(self.local, *[p for p in under.split("/") if p])):
-      dirs[:] = [d for d in dirs if d not in NOT_MIRRORED]
+      dirs[:] = [d for d in dirs if d not in NOT_MIRRORED and not _checkpoint_aside(d)]
       for name in files:
         rel = os.path.relpath(os.path.join(folder, name), self.local).replace(os.sep, "/")
         if self._mirrored(rel) and not name.startswith(".write-check-"):
@@ -222,6 +223,11 @@ class Mirror:
         self._wrote.discard(rel)
       if os.path.isdir(self.local):
         self._save_ledger()
+
+
+def _checkpoint_aside(name: str) -> bool:
+  """A damaged checkpoint moved aside (scaling/checkpoint.py): on the bucket with the checkpoints, never mirrored."""
+  return name.startswith(("checkpoint-", "checkpoints.")) and ".damaged-" in name
 
 
 def _stamp(path: str) -> tuple:

@@ -4,8 +4,8 @@ The task claims the run directory first (sweeps/claims.py), waiting out the clai
 attempt left behind (same host: at once; another host: once its lease runs out), so a trial
 never trains twice at a time, and resumes from its last checkpoint (scaling/train.py). A crash
 is recorded in `attempts.jsonl` and raised: the backend retries it in a fresh process. Errors
-that a retry cannot cure (the step does not fit the devices, a damaged checkpoint) mark the
-trial `failed` and return.
+that a retry cannot cure (the step does not fit the devices, a damaged checkpoint that cannot be
+moved aside: scaling/checkpoint.py) mark the trial `failed` and return.
 
 A trial on several hosts runs `run_one` once per host, each process joined to the others by
 `jax.distributed` from `env` (or from SLURM's or a TPU slice's own variables): process 0 alone

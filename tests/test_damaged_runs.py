@@ -44,6 +44,7 @@ class Base:
   other: str  # the trial that must always finish (size 2)
   steps: int
   params_sha256: dict  # trial id -> the parameters an undamaged run ends with
+  latest: int  # the newest checkpoint of the damaged trial
 
 
 @dataclasses.dataclass
@@ -67,7 +68,7 @@ def run_cli(capfd, argv) -> Result:
 
 def assert_outcome(result: Result, code: int, says: str) -> None:
   assert "Traceback" not in result.out + result.err, result.out[-3000:] + result.err[-3000:]
-  assert result.code in (0, 2) and result.code == code, (result.code, result.out[-2000:], result.err[-2000:])
+  assert result.code in (0, 1, 2) and result.code == code, (result.code, result.out[-2000:], result.err[-2000:])
   if code == 2:
     assert result.err.count("\n") == 1 and says in result.err, result.err
   else:
@@ -95,7 +96,7 @@ def finished_base(root) -> Base:
   directory = str(root / "runs" / "finished")
   damaged, other = ids_by_size(yaml_path)
   shas = {t: summary_of(os.path.join(directory, t))["params_sha256"] for t in (damaged, other)}
-  return Base(yaml_path, directory, damaged, other, 10, shas)
+  return Base(yaml_path, directory, damaged, other, 10, shas, latest_step(os.path.join(directory, damaged)))
 
 
 def interrupted_base(root) -> Base:
@@ -119,7 +120,11 @@ def interrupted_base(root) -> Base:
   shutil.copytree(directory, reference / "interrupted")
   assert sweeps_cli.main(["run", yaml_path, "--out", str(reference), "--no-progress", "--no-analysis"]) == 0
   shas = {t: summary_of(reference / "interrupted" / t)["params_sha256"] for t in (damaged, other)}
-  return Base(yaml_path, str(directory), damaged, other, INTERRUPTED_STEPS, shas)
+  return Base(yaml_path, str(directory), damaged, other, INTERRUPTED_STEPS, shas, latest_step(directory / damaged))
+
+
+def latest_step(run_dir) -> int:
+  return int(corpus.latest_checkpoint(pathlib.Path(run_dir)).name)
 
 
 def assert_whole(run_dir: str, base: Base, trial: str) -> None:
@@ -132,6 +137,17 @@ def assert_whole(run_dir: str, base: Base, trial: str) -> None:
   with open(os.path.join(run_dir, "attempts.jsonl"), "rb") as f:
     assert json.loads(f.read().splitlines()[-1])["outcome"] == "done"
   assert not os.path.lexists(os.path.join(run_dir, "claim.json"))
+
+
+def assert_moved_aside(case, rerun: Result, trial_dir: str, fill) -> None:
+  """The damaged checkpoints are kept beside checkpoints/ (out of orbax's reach), each said with the step resumed
+  from, and recorded in the summary. (A planted link moved aside stays a link: not a checkpoint moved aside.)"""
+  aside = sorted(p for p in glob.glob(os.path.join(trial_dir, "checkpoint*.damaged-*")) if not os.path.islink(p))
+  assert len(aside) == case.moved_aside, aside
+  for path in aside:
+    assert f"; the trial resumes from step {fill(case.resumes_from)}; moved aside to {path}\n" in rerun.err, rerun.err
+  if aside:
+    assert sorted(summary_of(trial_dir)["checkpoints_moved_aside"]) == aside
 
 
 def follow_the_advice(base: Base, sweep_dir: str, trial_dir: str, capfd) -> Result:
@@ -154,12 +170,13 @@ def test_damaged_run_directory(case, bases, tmp_path, capfd):
   shutil.copytree(base.directory, sweep_dir, symlinks=True)
   trial_dir, other_dir = (os.path.join(sweep_dir, t) for t in (base.damaged, base.other))
   case.damage(pathlib.Path(trial_dir), pathlib.Path(sweep_dir))
-  fill = lambda text: text.format(trial=base.damaged, dir=sweep_dir)
+  fill = lambda text: text.format(trial=base.damaged, dir=sweep_dir, latest=base.latest)
 
   assert_outcome(run_cli(capfd, ["sweeps", "status", sweep_dir]), case.status.code, fill(case.status.says))
   assert_outcome(run_cli(capfd, ["analysis", "plot", sweep_dir]), case.plot.code, fill(case.plot.says))
   rerun = run_cli(capfd, ["sweeps", "run", base.yaml, "--out", out, "--no-progress", "--no-analysis"])
   assert_outcome(rerun, case.rerun.code, fill(case.rerun.says))
+  assert_moved_aside(case, rerun, trial_dir, fill)
 
   assert_whole(other_dir, base, base.other)  # a damaged trial never blocks the others
   status = run_cli(capfd, ["sweeps", "status", sweep_dir])

@@ -1,4 +1,5 @@
-"""Runs that survive SIGKILL, SIGTERM, divergence and concurrent launches, through the real CLI."""
+"""Runs that survive SIGKILL, SIGTERM, divergence, damaged checkpoints and concurrent launches, through the real
+CLI (or the local backend)."""
 import json
 import os
 import random
@@ -250,3 +251,75 @@ def test_a_crashing_trial_is_retried_then_marked_failed_and_the_sweep_goes_on(tm
   corpus.write_text("abcdefgh" * 200)  # ...unless asked to retry failed trials, once the cause is fixed
   again = local.run(sweep, str(tmp_path / "runs"), progress=False, retry_failed=True, log=lambda *_: None)
   assert again == {text_id: "done", markov_id: "done"}
+
+
+def test_hosts_agree_on_the_step_to_resume_from_when_checkpoints_are_damaged(tmp_path):
+  """Two processes (tests/test_distributed.py's launch): process 0 finds the newest checkpoint's metadata damaged
+  and moves it aside; every host then fails to read the arrays of the one before, and all go back together, to
+  step 0. The trial ends done with the parameters of the undamaged run, each step logged once."""
+  from tests import test_distributed as two_hosts
+  sweep, out = two_hosts._sweep_file(tmp_path), str(tmp_path / "runs")
+
+  def run_on_two_hosts(tag):
+    port = two_hosts._free_port()
+    processes = [two_hosts._launch(sweep, out, str(tmp_path / f"{tag}{i}"), 2, i, port) for i in (0, 1)]
+    try:
+      for process in processes:
+        process.wait(timeout=two_hosts.TIMEOUT_SECONDS)
+    finally:
+      for process in processes:  # only the process groups this test started
+        if process.poll() is None:
+          os.killpg(process.pid, signal.SIGKILL)
+          process.wait()
+    errors = [open(tmp_path / f"{tag}{i}.err").read() for i in (0, 1)]
+    assert [p.returncode for p in processes] == [0, 0], [e[-3000:] for e in errors]
+    return errors
+
+  run_on_two_hosts("undamaged")
+  (run_dir,) = [p for p in (tmp_path / "runs" / "two_hosts").iterdir() if p.is_dir()]
+  undamaged = metrics_lib.read_json(str(run_dir / "summary.json"))["params_sha256"]
+  (run_dir / "summary.json").unlink()  # unfinished again: the re-run resumes it
+  steps = two_hosts.STEPS
+  os.truncate(run_dir / "checkpoints" / str(steps) / "_CHECKPOINT_METADATA", 3)
+  for path in (run_dir / "checkpoints" / str(steps // 2) / "default" / "d").iterdir():
+    os.truncate(path, path.stat().st_size // 2)
+
+  errors = run_on_two_hosts("damaged")
+  said = [line for line in errors[0].splitlines() if "moved aside to" in line]
+  assert len(said) == 2 and all("the trial resumes from step 0" in line for line in said), errors[0][-3000:]
+  assert "moved aside" not in errors[1]  # process 0 alone moves and says
+  summary = metrics_lib.read_json(str(run_dir / "summary.json"))
+  assert summary["status"] == "done" and summary["resumed_from_step"] is None
+  assert summary["params_sha256"] == undamaged
+  assert sorted(p.name.split(".")[0] for p in run_dir.glob("checkpoint-*.damaged-*")) == [
+      f"checkpoint-{steps // 2}", f"checkpoint-{steps}"]
+  assert_each_step_once(str(run_dir), steps=steps)
+
+
+def test_a_pack_resumes_from_the_newest_step_every_trial_can_be_restored_at(tmp_path):
+  """Two packed trials, each with a damaged checkpoint of its own: trial A's newest (metadata), trial B's one
+  before (arrays, found only by the restore). The pack tries the newest step both have metadata for, B's read
+  fails there, and it goes back to step 0; both end with the parameters of the undamaged run."""
+  from sweeps import local
+  from tests import test_pack as packed
+  spec = expand.load(packed.sweep(tmp_path, "pair", True, seed="[0, 1]", lr="1e-2", steps=20))
+  out = str(tmp_path / "runs")
+  assert set(local.run(spec, out, progress=False, log=lambda *_: None).values()) == {"done"}
+  a, b = (tmp_path / "runs" / "pair" / t.id for t in spec.trials)
+  undamaged = {d: metrics_lib.read_json(str(d / "summary.json"))["params_sha256"] for d in (a, b)}
+  for run_dir in (a, b):  # unfinished again, packed as before (its summary names its partner)
+    summary = metrics_lib.read_json(str(run_dir / "summary.json"))
+    metrics_lib.write_json_atomic(str(run_dir / "summary.json"), {**summary, "status": "running"})
+  os.truncate(a / "checkpoints" / "20" / "_CHECKPOINT_METADATA", 3)
+  for path in (b / "checkpoints" / "15" / "default" / "ocdbt.process_0" / "d").iterdir():
+    os.truncate(path, path.stat().st_size // 2)
+
+  said = []
+  assert set(local.run(spec, out, progress=False, log=said.append).values()) == {"done"}
+  for run_dir, damaged in ((a, 20), (b, 15)):
+    summary = metrics_lib.read_json(str(run_dir / "summary.json"))
+    assert summary["status"] == "done" and summary["resumed_from_step"] is None  # both started over
+    assert summary["params_sha256"] == undamaged[run_dir]
+    (aside,) = run_dir.glob("checkpoint-*.damaged-*")
+    assert aside.name.startswith(f"checkpoint-{damaged}.") and summary["checkpoints_moved_aside"] == [str(aside)]
+    assert_each_step_once(str(run_dir), steps=20)

@@ -10,14 +10,21 @@ on the sweep file) a case gives the exit code and a fragment of their output ({t
 damaged trial's id, {dir}: the sweep directory); `achieves` says what the re-run must leave:
 
   WHOLE     the damaged trial is done with config.json, summary and every metrics row restored
-            (each step once) and the parameters of an undamaged run (params_sha256);
+            (each step once) and the parameters of an undamaged run (params_sha256); a damaged
+            checkpoint costs steps, never the trial: it is moved aside (`moved_aside`: how many
+            `checkpoint*.damaged-*` entries the trial directory then holds) and the trial resumes
+            from the one before, or from step 0;
   LOSSY     it is done with the right parameters, but a metrics file lost rows that cannot be
             recovered: `sweeps status` still says so (`still_says`), never silently;
   REPORTED  it is not done: `sweeps status` still shows why and what to do (`still_says`).
   SKIPPED   it was not run (another live process holds it), and `sweeps status` says `running`.
 
+`resumes_from` and `moved_aside` (checkpoint cases): the step the re-run's warning says the trial resumes
+from, and how many damaged checkpoints end up beside `checkpoints/` as `checkpoint*.damaged-*`.
+
 `advice` (REPORTED cases): follow what the line says (delete or move away the named path) and
-re-run with --retry-failed; the trial must then end WHOLE.
+re-run with --retry-failed; the trial must then end WHOLE. A re-run exits 0, 1 (a trial ended
+`failed`: scripts and schedulers notice) or 2 (bad input: one line).
 """
 import dataclasses
 import glob
@@ -52,6 +59,8 @@ class Case:
   advice: bool = False  # REPORTED: following the line's advice then ends the trial WHOLE
   still_code: int = 0  # the exit code of `sweeps status` after the re-run
   root_skips: bool = False  # permissions mean nothing to root
+  moved_aside: int = 0  # checkpoint cases: the damaged checkpoints the re-run moves aside, beside checkpoints/
+  resumes_from: str = ""  # ... and the step it then resumes from ({latest}: the newest checkpoint's)
 
 
 # ---- damage: summary.json, config.json ----
@@ -153,8 +162,13 @@ def garbage_claim(age_seconds):
 
 # ---- damage: checkpoints/ ----
 
+def checkpoint_steps(trial):
+  """The step directories, newest first."""
+  return sorted((p for p in (trial / "checkpoints").iterdir() if p.name.isdigit()), key=lambda p: -int(p.name))
+
+
 def latest_checkpoint(trial):
-  return max((p for p in (trial / "checkpoints").iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+  return checkpoint_steps(trial)[0]
 
 
 def half_written_orbax_tmp(trial, sweep):
@@ -177,12 +191,35 @@ def delete_checkpoint_files(trial, sweep):
       os.remove(path)
 
 
-def truncate_checkpoint_files(pattern):
+def truncate_checkpoint_files(pattern, steps=1):
+  """Halves the files matching `pattern` in the `steps` newest checkpoints."""
   def damage(trial, sweep):
-    for path in glob.glob(str(latest_checkpoint(trial) / pattern), recursive=True):
-      if os.path.isfile(path):
-        os.truncate(path, os.path.getsize(path) // 2)
+    for step in checkpoint_steps(trial)[:steps]:
+      for path in glob.glob(str(step / pattern), recursive=True):
+        if os.path.isfile(path):
+          os.truncate(path, os.path.getsize(path) // 2)
   return damage
+
+
+def empty_latest_checkpoint(trial, sweep):
+  latest = latest_checkpoint(trial)
+  shutil.rmtree(latest)
+  latest.mkdir()
+
+
+def delete_checkpoint_file(name):
+  def damage(trial, sweep):
+    os.remove(latest_checkpoint(trial) / name)
+  return damage
+
+
+def metadata_then_arrays(trial, sweep):
+  """Both checkpoints damaged, each its own way: the newest's metadata (seen before any read), the one
+  before's arrays (seen only by the restore)."""
+  newest, before = checkpoint_steps(trial)[:2]
+  os.truncate(newest / "_CHECKPOINT_METADATA", 3)
+  for path in glob.glob(str(before / "default" / "ocdbt.process_0" / "d" / "*")):
+    os.truncate(path, os.path.getsize(path) // 2)
 
 
 # ---- damage: the run directory and the sweep directory ----
@@ -224,7 +261,8 @@ PLOTTED = Outcome(0, "report:")
 WARNS = lambda why: Outcome(0, "warning: {dir}/{trial}/" + why)
 NOTHING_FINISHED = Outcome(2, "no trial has finished")
 BOTH_DONE = Outcome(0, "2/2 trials done")
-ONE_FAILED = lambda why: Outcome(0, why)
+ONE_FAILED = lambda why: Outcome(1, why)
+RESUMED = lambda why: Outcome(0, why)  # the re-run's warning line, which also names `resumes_from` and the new place
 
 CASES = [
     # FINISHED base: both trials done.
@@ -281,6 +319,9 @@ CASES = [
          WARNS("summary.json: unreadable"),
          Outcome(0, "metrics.jsonl: 1 damaged line(s) skipped; the original is kept"), LOSSY,
          still_says="metrics.jsonl: train rows for 9 of its 10 steps"),
+    Case("trial_failed_earlier", FINISHED, edit_summary(status="failed", reason="RuntimeError: boom (after 1 attempt)"),
+         Outcome(0, "{trial}  failed"), PLOTTED, ONE_FAILED("1/2 trials done (1 failed)"), REPORTED,
+         still_says="{trial}  failed"),
 
     # INTERRUPTED base: the damaged trial stopped mid-run, the other not started.
     Case("interrupted_intact", INTERRUPTED, lambda trial, sweep: None, PENDING, NOTHING_FINISHED, BOTH_DONE, WHOLE),
@@ -302,17 +343,29 @@ CASES = [
     Case("checkpoint_half_written_tmp_dir", INTERRUPTED, half_written_orbax_tmp, PENDING, NOTHING_FINISHED, BOTH_DONE,
          WHOLE),
     Case("checkpoint_empty_step_directory", INTERRUPTED, empty_step_directory, PENDING, NOTHING_FINISHED,
-         ONE_FAILED("the directory is empty); delete that directory and run again with --retry-failed"), REPORTED,
-         still_says="damaged checkpoint", advice=True),
+         RESUMED("damaged checkpoint (no _CHECKPOINT_METADATA; the directory is empty)"), WHOLE, moved_aside=1,
+         resumes_from="{latest}"),
+    Case("checkpoint_step_directory_emptied", INTERRUPTED, empty_latest_checkpoint, PENDING, NOTHING_FINISHED,
+         RESUMED("damaged checkpoint (no _CHECKPOINT_METADATA; the directory is empty)"), WHOLE, moved_aside=1,
+         resumes_from="10"),
     Case("checkpoint_files_deleted", INTERRUPTED, delete_checkpoint_files, PENDING, NOTHING_FINISHED,
-         ONE_FAILED("damaged checkpoint (no _CHECKPOINT_METADATA)"), REPORTED, still_says="delete that directory"),
+         RESUMED("damaged checkpoint (no _CHECKPOINT_METADATA)"), WHOLE, moved_aside=1, resumes_from="10"),
     Case("checkpoint_files_truncated", INTERRUPTED, truncate_checkpoint_files("**"), PENDING, NOTHING_FINISHED,
-         ONE_FAILED("damaged checkpoint (_CHECKPOINT_METADATA: JSONDecodeError"), REPORTED,
-         still_says="delete that directory"),
+         RESUMED("damaged checkpoint (_CHECKPOINT_METADATA: JSONDecodeError"), WHOLE, moved_aside=1, resumes_from="10"),
+    Case("checkpoint_item_metadata_deleted", INTERRUPTED, delete_checkpoint_file("default/_METADATA"), PENDING,
+         NOTHING_FINISHED, RESUMED("damaged checkpoint (default/_METADATA: No such file"), WHOLE, moved_aside=1,
+         resumes_from="10"),
     Case("checkpoint_arrays_truncated", INTERRUPTED, truncate_checkpoint_files("default/ocdbt.process_0/d/*"),
-         PENDING, NOTHING_FINISHED, ONE_FAILED("damaged checkpoint (cannot be read back: "), REPORTED,
-         still_says="the trial resumes from step 10", advice=True),
+         PENDING, NOTHING_FINISHED, RESUMED("damaged checkpoint (cannot be read back: "), WHOLE, moved_aside=1,
+         resumes_from="10"),
     Case("checkpoints_is_a_file", INTERRUPTED, write("checkpoints", b"x"), PENDING, NOTHING_FINISHED,
-         ONE_FAILED("checkpoints: not a directory; move it away"), REPORTED, still_says="checkpoints: not a directory",
-         advice=True),
+         RESUMED("checkpoints: not a directory"), WHOLE, moved_aside=1, resumes_from="0"),
+    Case("checkpoint_every_metadata_truncated", INTERRUPTED, truncate_checkpoint_files("_CHECKPOINT_METADATA", steps=2),
+         PENDING, NOTHING_FINISHED, RESUMED("damaged checkpoint (_CHECKPOINT_METADATA: JSONDecodeError"), WHOLE,
+         moved_aside=2, resumes_from="0"),
+    Case("checkpoint_every_array_truncated", INTERRUPTED,
+         truncate_checkpoint_files("default/ocdbt.process_0/d/*", steps=2), PENDING, NOTHING_FINISHED,
+         RESUMED("damaged checkpoint (cannot be read back: "), WHOLE, moved_aside=2, resumes_from="0"),
+    Case("checkpoint_metadata_then_arrays_damaged", INTERRUPTED, metadata_then_arrays, PENDING, NOTHING_FINISHED,
+         RESUMED("damaged checkpoint (cannot be read back: "), WHOLE, moved_aside=2, resumes_from="0"),
 ]
