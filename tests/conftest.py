@@ -43,3 +43,22 @@ def write(tmp_path, name, text):
   path = tmp_path / name
   path.write_text(text)
   return str(path)
+
+
+def tree_digest(root) -> dict:
+  """Every entry below `root` (links not followed) -> its bytes' sha256, its link's target, or "dir"; {} if none:
+  what a containment test compares before and after a command."""
+  import hashlib
+  out = {}
+  for folder, dirs, files in os.walk(root):
+    for name in dirs + files:
+      path = os.path.join(folder, name)
+      rel = os.path.relpath(path, root)
+      if os.path.islink(path):
+        out[rel] = "link:" + os.readlink(path)
+      elif os.path.isdir(path):
+        out[rel] = "dir"
+      else:
+        with open(path, "rb") as f:
+          out[rel] = hashlib.sha256(f.read()).hexdigest()
+  return out

@@ -3,7 +3,6 @@
 A victim directory sits beside the staging root and the bucket; after every command it must be byte for
 byte what it was. Planted links inside trial directories are the damaged-run corpus's (tests/damaged_runs).
 """
-import hashlib
 import json
 import os
 
@@ -14,23 +13,7 @@ from scaling import containment
 from scaling import metrics as metrics_lib
 from sweeps import __main__ as sweeps_cli
 from sweeps import storage
-
-
-def tree_digest(root) -> dict:
-  """Every entry below `root` (links not followed) -> its bytes' sha256, its link target, or 'dir'."""
-  out = {}
-  for folder, dirs, files in os.walk(root):
-    for name in dirs + files:
-      path = os.path.join(folder, name)
-      rel = os.path.relpath(path, root)
-      if os.path.islink(path):
-        out[rel] = "link:" + os.readlink(path)
-      elif os.path.isdir(path):
-        out[rel] = "dir"
-      else:
-        with open(path, "rb") as f:
-          out[rel] = hashlib.sha256(f.read()).hexdigest()
-  return out
+from tests.conftest import tree_digest
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from analysis import __main__ as analysis_cli
 from scaling import metrics as metrics_lib
 from sweeps import __main__ as sweeps_cli
 from sweeps import expand, rundir
-from tests.conftest import ROOT, write
+from tests.conftest import ROOT, tree_digest, write
 from tests.damaged_runs import cases as corpus
 from tests.test_cli_contract import SWEEP
 
@@ -171,11 +171,16 @@ def test_damaged_run_directory(case, bases, tmp_path, capfd):
   trial_dir, other_dir = (os.path.join(sweep_dir, t) for t in (base.damaged, base.other))
   case.damage(pathlib.Path(trial_dir), pathlib.Path(sweep_dir))
   fill = lambda text: text.format(trial=base.damaged, dir=sweep_dir, latest=base.latest)
+  victim = corpus.victim_of(pathlib.Path(sweep_dir))
+  untouched = lambda before=tree_digest(victim): tree_digest(victim) == before  # nothing outside --out changes
 
   assert_outcome(run_cli(capfd, ["sweeps", "status", sweep_dir]), case.status.code, fill(case.status.says))
+  assert untouched()
   assert_outcome(run_cli(capfd, ["analysis", "plot", sweep_dir]), case.plot.code, fill(case.plot.says))
+  assert untouched()
   rerun = run_cli(capfd, ["sweeps", "run", base.yaml, "--out", out, "--no-progress", "--no-analysis"])
   assert_outcome(rerun, case.rerun.code, fill(case.rerun.says))
+  assert untouched()
   assert_moved_aside(case, rerun, trial_dir, fill)
 
   assert_whole(other_dir, base, base.other)  # a damaged trial never blocks the others
@@ -193,6 +198,7 @@ def test_damaged_run_directory(case, bases, tmp_path, capfd):
   if case.advice:
     assert_outcome(follow_the_advice(base, sweep_dir, trial_dir, capfd), 0, "2/2 trials done")
     assert_whole(trial_dir, base, base.damaged)
+  assert untouched()
 
 
 @pytest.mark.parametrize("path", MALFORMED, ids=[os.path.basename(p)[:-5] for p in MALFORMED])

@@ -247,6 +247,38 @@ def sweep_file_is_a_directory(name):
   return damage
 
 
+# ---- damage: planted links, each into a victim directory beside the run root (which must stay byte for byte) ----
+
+def victim_of(sweep):
+  """tmp/victim beside tmp/runs (the --out root): what a link planted in a shared sweep directory reaches."""
+  return sweep.parent.parent / "victim"
+
+
+def link_to_victim(*names, move=True):
+  """Each of `names` (relative to the trial; `../X` for the sweep directory's X) replaced by a link into the victim
+  directory, which holds what was there (`move`) or a file of its own."""
+  def damage(trial, sweep):
+    victim = victim_of(sweep)
+    victim.mkdir(exist_ok=True)
+    (victim / "precious.txt").write_bytes(b"a user's file\n")
+    for name in names:
+      path = trial / name  # "." is the trial directory itself
+      there = victim / ("trial" if name == "." else name.replace("/", "_").replace("..", "sweep"))
+      if move and os.path.lexists(path):
+        shutil.move(str(path), str(there))
+      elif not os.path.lexists(there):
+        there.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}))
+      if os.path.lexists(path):
+        os.remove(path) if not os.path.isdir(path) else shutil.rmtree(path)
+      os.symlink(there, path)
+  return damage
+
+
+def link_latest_step(trial, sweep):
+  latest = latest_checkpoint(trial)
+  link_to_victim(f"checkpoints/{latest.name}")(trial, sweep)
+
+
 def several_at_once(trial, sweep):
   """The worst directory: a damaged summary, a torn and damaged metrics file, a garbage claim."""
   truncate_summary(trial, sweep)
@@ -319,6 +351,17 @@ CASES = [
          WARNS("summary.json: unreadable"),
          Outcome(0, "metrics.jsonl: 1 damaged line(s) skipped; the original is kept"), LOSSY,
          still_says="metrics.jsonl: train rows for 9 of its 10 steps"),
+    Case("trial_directory_is_a_link", FINISHED, link_to_victim("."), DAMAGED("{trial}: a symbolic link (to"),
+         Outcome(0, "warning: {dir}/{trial}: a symbolic link"), Outcome(0, "1/2 trials done (1 damaged)"), REPORTED,
+         still_says="{trial}: a symbolic link", advice=True),
+    Case("summary_is_a_link", FINISHED, link_to_victim("summary.json"),
+         DAMAGED("summary.json: unreadable (a symbolic link, never followed"),
+         WARNS("summary.json: unreadable (a symbolic link"), BOTH_DONE, WHOLE),
+    Case("config_is_a_link", FINISHED, link_to_victim("config.json"),
+         DAMAGED("config.json: unreadable (a symbolic link, never followed"),
+         WARNS("config.json: unreadable (a symbolic link"), BOTH_DONE, WHOLE),
+    Case("sweep_files_are_links", FINISHED, link_to_victim("../sweep.yaml", "../analysis"), DONE,
+         Outcome(0, "analysis: a symbolic link, never written through; moved aside"), BOTH_DONE, WHOLE),
     Case("trial_failed_earlier", FINISHED, edit_summary(status="failed", reason="RuntimeError: boom (after 1 attempt)"),
          Outcome(0, "{trial}  failed"), PLOTTED, ONE_FAILED("1/2 trials done (1 failed)"), REPORTED,
          still_says="{trial}  failed"),
@@ -340,6 +383,17 @@ CASES = [
          Outcome(0, "claimed by another process, skipped"), SKIPPED),
     Case("tensorboard_is_a_file", INTERRUPTED, write("tensorboard", b"x"), PENDING, NOTHING_FINISHED,
          Outcome(0, "tensorboard: not a directory; TensorBoard events are not written"), WHOLE),
+    Case("checkpoints_is_a_link", INTERRUPTED, link_to_victim("checkpoints"), PENDING, NOTHING_FINISHED,
+         Outcome(0, "checkpoints: a symbolic link, never followed in a run directory; moved aside as checkpoints.damaged-"),
+         WHOLE),
+    Case("checkpoint_step_is_a_link", INTERRUPTED, link_latest_step, PENDING, NOTHING_FINISHED,
+         Outcome(0, "a symbolic link, never followed in a run directory; moved aside"), WHOLE),
+    Case("metrics_is_a_link", INTERRUPTED, link_to_victim("metrics.jsonl"), PENDING, NOTHING_FINISHED,
+         Outcome(0, "metrics.jsonl: a symbolic link, never followed in a run directory; moved aside"), LOSSY,
+         still_says="metrics.jsonl: train rows for"),
+    Case("run_files_are_links", INTERRUPTED,
+         link_to_victim("attempts.jsonl", "timeline.json", "tensorboard", "claim.json"), PENDING, NOTHING_FINISHED,
+         Outcome(0, "attempts.jsonl: a symbolic link, never followed in a run directory; moved aside"), WHOLE),
     Case("checkpoint_half_written_tmp_dir", INTERRUPTED, half_written_orbax_tmp, PENDING, NOTHING_FINISHED, BOTH_DONE,
          WHOLE),
     Case("checkpoint_empty_step_directory", INTERRUPTED, empty_step_directory, PENDING, NOTHING_FINISHED,
