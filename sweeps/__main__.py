@@ -28,6 +28,18 @@ def _output_root(text: str) -> str:
   return text
 
 
+def _dash_values(argv: list, flags: tuple) -> list:
+  """`--budget -1e12` as `--budget=-1e12`, so the flag's own check refuses it with the reason (argparse alone reads
+  -1e12 as an unknown flag and says "expected one argument")."""
+  out = []
+  for token in argv:
+    if out and out[-1] in flags and token.startswith("-") and not token.startswith("--"):
+      out[-1] = f"{out[-1]}={token}"
+    else:
+      out.append(token)
+  return out
+
+
 def _writable_directory(path: str):
   """None if `path` is (or can be made) a directory this process can write into, else why not."""
   import tempfile
@@ -110,7 +122,7 @@ def main(argv=None) -> int:
   extend_parser.add_argument("--bootstrap", type=_whole_number(10_000), default=200)
   extend_parser.add_argument("--no-progress", action="store_true")
   extend_parser.add_argument("--no-run", action="store_true", help="write the follow-up sweep and prediction only")
-  args = parser.parse_args(argv)
+  args = parser.parse_args(_dash_values(sys.argv[1:] if argv is None else list(argv), ("--budget",)))
 
   if args.command == "extend":
     return _extend(args)

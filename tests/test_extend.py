@@ -109,11 +109,16 @@ def test_the_follow_up_report_sets_the_outcome_against_the_prediction(extended, 
     assert "## Predict, then verify" in f.read()
 
 
-def test_bad_input_is_one_line_and_exit_2(tmp_path):
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
   sweep_dir = _fake_sweep(tmp_path)
   done = _extend(sweep_dir, "--budget", "lots", "--no-run")
   assert done.returncode == 2 and done.stderr.count("\n") == 1 and "argument --budget: invalid float value" in \
       done.stderr, done.stderr
+  from sweeps import __main__ as sweeps_cli
+  for budget in ("-1e12", "-3", "-inf"):  # a negative number is the flag's value, refused with the reason
+    capsys.readouterr()
+    assert sweeps_cli.main(["extend", str(sweep_dir), "--budget", budget, "--no-run"]) == 2
+    assert "must be a positive number of FLOPs" in capsys.readouterr().err
   for budget, message in ((5e9, "not beyond the fitted trials"), (-1.0, "must be a positive number of FLOPs")):
     with pytest.raises(extend.ExtendError, match=message):
       extend.plan(sweep_dir, budget, bootstrap=0)
