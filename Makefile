@@ -1,11 +1,12 @@
-# `make quickstart` and `make test` set up what is missing (.venv from requirements.txt), then run.
+# `make quickstart`, `make test` and `make test-all` set up what is missing (.venv from requirements.txt; test-all
+# adds requirements-cluster.txt), then run.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 CLUSTER_STAMP := $(VENV)/.cluster-$(shell cksum requirements-cluster.txt | cut -d' ' -f1)
 
-.PHONY: quickstart test setup clean
+.PHONY: quickstart test test-all setup clean
 setup: $(STAMP)
 
 $(STAMP): requirements.txt
@@ -22,8 +23,13 @@ $(CLUSTER_STAMP): requirements-cluster.txt $(STAMP)
 quickstart: $(STAMP)
 	$(BIN)/python -m sweeps run sweeps/configs/quickstart.yaml
 
-test: $(STAMP) $(CLUSTER_STAMP)
-	$(BIN)/python -m pytest -q tests -n auto --maxprocesses=4 --dist loadfile --durations=40
+# The fast tier (tests/conftest.py: not marked slow); it needs no cluster packages.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests -m "not slow" -n auto --maxprocesses=4 --dist loadfile --durations=20
+
+# CI (.ci/run): the fast tier, then the slow one (real kills, Ray and submitit, several processes, corpora).
+test-all: test $(CLUSTER_STAMP)
+	$(BIN)/python -m pytest -q tests -m slow -n auto --maxprocesses=4 --dist loadfile --durations=20
 
 clean:
 	rm -rf runs .pytest_cache

@@ -28,6 +28,43 @@ TINY_TRIAL = TrialSpec.model_validate({
 }).model_dump(mode="json")
 
 
+# Two tiers. `make test` runs the fast one (`-m "not slow"`: at most about 5 minutes on 2 cores); `make test-all`
+# (CI) runs it, then the slow one: real kills and relaunches, Ray and submitit, several processes, whole sweeps
+# through the real commands, coverage studies, the damaged-run corpus. A fast-tier test that takes longer than
+# FAST_BUDGET_SECONDS is named at the end of the run, and with --strict-budget fails the run: a timing is no
+# assertion of what a test checks (a loaded machine is slower), so only a developer asks for that.
+FAST_BUDGET_SECONDS = 10.0
+_over_budget = []
+
+
+def pytest_addoption(parser):
+  parser.addoption("--strict-budget", action="store_true",
+                   help=f"fail the run if a test not marked slow takes over {FAST_BUDGET_SECONDS:g} s")
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "slow: the slow tier (`make test-all`, CI): kills, clusters, processes, corpora")
+
+
+def pytest_runtest_logreport(report):
+  if report.when == "call" and "slow" not in report.keywords and report.duration > FAST_BUDGET_SECONDS:
+    _over_budget.append((report.duration, report.nodeid))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+  if not _over_budget:
+    return
+  terminalreporter.section(f"fast-tier tests over {FAST_BUDGET_SECONDS:g} s (mark them slow or make them faster)")
+  for seconds, nodeid in sorted(_over_budget, reverse=True):
+    terminalreporter.write_line(f"{seconds:6.1f} s  {nodeid}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+  controller = not hasattr(session.config, "workerinput")  # pytest-xdist: the process that reports
+  if controller and _over_budget and session.config.getoption("--strict-budget") and exitstatus == 0:
+    session.exitstatus = 1
+
+
 # How the tiny trial runs (runtime: not part of its id): flush and checkpoint often enough to test resume.
 TINY_RUNTIME = {"flush_every": 5, "checkpoint_every": 20}
 QUIET_RUNTIME = {"flush_every": 1, "checkpoint_every": 0, "tensorboard": False}

@@ -19,6 +19,8 @@ import pytest
 from scaling import metrics as metrics_lib
 from tests.conftest import ROOT, write
 
+pytestmark = pytest.mark.slow  # Ray and submitit: real local clusters and drivers
+
 pytest.importorskip("ray")
 pytest.importorskip("submitit")
 

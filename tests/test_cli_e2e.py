@@ -5,8 +5,11 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from tests.conftest import ROOT, write
+
+pytestmark = pytest.mark.slow  # whole sweeps through the real commands
 
 MICRO = """\
 # A 4-rung micro ladder for the end-to-end test.

@@ -160,6 +160,7 @@ def follow_the_advice(base: Base, sweep_dir: str, trial_dir: str, capfd) -> Resu
                          "--no-analysis", "--retry-failed"])
 
 
+@pytest.mark.slow  # each case re-runs the sweep
 @pytest.mark.parametrize("case", corpus.CASES, ids=[c.name for c in corpus.CASES])
 def test_damaged_run_directory(case, bases, tmp_path, capfd):
   if case.root_skips and os.geteuid() == 0:
@@ -209,6 +210,7 @@ def test_no_command_leaves_a_traceback_on_a_malformed_sweep_file(path, tmp_path,
   assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # real processes
 def test_the_real_commands_print_no_traceback_on_the_worst_cases(bases, tmp_path):
   """orbax's abandoned reads and asyncio print their tracebacks from other threads, after the error
   that counts; only a real process shows whether any reach the terminal."""

@@ -108,6 +108,7 @@ def test_registered_and_reads_named_inputs():
 
 # Fitting -------------------------------------------------------------------------
 
+@pytest.mark.slow  # a coverage study
 def test_95_percent_intervals_cover_the_true_r_star():
   inputs = design()
   losses = noisy_losses(inputs, N_DRAWS, seed=1)
@@ -194,6 +195,7 @@ def full_design(tokens_per_param=20.0):
   return np.vstack([inputs, laws.unique_params(inputs[0], inputs[2], tokens_per_param)])
 
 
+@pytest.mark.slow  # a coverage study
 def test_full_law_95_percent_intervals_cover_both_decay_constants():
   inputs = full_design()
   assert 0.3 < (inputs[0] > inputs[3]).mean() < 0.7

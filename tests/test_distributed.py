@@ -25,6 +25,8 @@ from scaling import metrics as metrics_lib
 from scaling import train as train_lib
 from tests.conftest import ROOT, TINY_TRIAL
 
+pytestmark = pytest.mark.slow  # several jax.distributed processes
+
 STEPS = 8
 TIMEOUT_SECONDS = 120  # A collective that never completes must fail the test, not hang the suite.
 

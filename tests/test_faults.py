@@ -15,6 +15,8 @@ from scaling import train as train_lib
 from sweeps import expand
 from tests.conftest import ROOT, write
 
+pytestmark = pytest.mark.slow  # real kills and relaunches of sweeps in subprocesses
+
 TRIAL = """\
 name: {name}
 model: {{family: gpt, size: {size}, options: {{aspect_ratio: 16, head_dim: 8}}}}

@@ -62,6 +62,7 @@ def killed(tmp_path_factory):
   return clean, run, os.path.join(tmp, "killed", "killed"), mtbf
 
 
+@pytest.mark.slow  # a real kill
 def test_killed_trial_logs_every_step_once_and_ends_where_the_unkilled_one_does(killed):
   clean, run, sweep_dir, _ = killed
   assert len(run["kills"]) >= 2, "the kills must land before the trial finishes"
@@ -72,6 +73,7 @@ def test_killed_trial_logs_every_step_once_and_ends_where_the_unkilled_one_does(
   assert steps == list(range(1, summary["steps"] + 1))
 
 
+@pytest.mark.slow  # a real kill
 def test_killed_trial_accounts_for_all_its_wall_time(killed):
   _, run, _, _ = killed
   summary, seconds = run["summary"], run["summary"]["time_seconds"]
@@ -89,6 +91,7 @@ def test_killed_trial_accounts_for_all_its_wall_time(killed):
   assert summary["goodput"] == pytest.approx(seconds["productive"] / total)
 
 
+@pytest.mark.slow  # a real kill
 def test_measured_goodput_is_within_the_models_95_percent_interval(killed):
   clean, run, _, mtbf = killed
   # The model's costs as the killed run met them: the unkilled run went first, so it also paid for a cold compile

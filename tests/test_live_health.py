@@ -73,6 +73,7 @@ def _summaries(sweep_dir):
   return out
 
 
+@pytest.mark.slow  # a whole flagged sweep
 def test_a_corrupted_trial_is_stopped_as_flagged_and_the_sweep_goes_on(flagged):
   _, result, sweep_dir = flagged
   assert "1/2 trials done (1 flagged)" in result.stdout, result.stdout
@@ -85,6 +86,7 @@ def test_a_corrupted_trial_is_stopped_as_flagged_and_the_sweep_goes_on(flagged):
   assert "flagged" in table and "off its forecast" in table and "goodput" in table.splitlines()[0]
 
 
+@pytest.mark.slow  # a whole flagged sweep
 def test_an_unfinished_trial_shows_its_forecast_in_status(flagged, tmp_path):
   _, _, sweep_dir = flagged
   copy = str(tmp_path / "health")
@@ -100,6 +102,7 @@ def test_an_unfinished_trial_shows_its_forecast_in_status(flagged, tmp_path):
   assert "SPIKE" not in row["health"] and "PLATEAU" not in row["health"]
 
 
+@pytest.mark.slow  # a whole flagged sweep
 def test_turning_the_option_off_resumes_the_flagged_trial_to_the_end(flagged):
   tmp, _, sweep_dir = flagged
   path = write(tmp, "health_off.yaml", SWEEP.format(stop="false"))

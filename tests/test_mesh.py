@@ -11,6 +11,8 @@ import pytest
 from scaling import mesh as mesh_lib
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.slow  # 8-device meshes in subprocesses
+
 
 @pytest.fixture(scope="module")
 def scripts(tmp_path_factory):

@@ -30,6 +30,7 @@ def coords():
           for p, widths in (("mup", WIDTHS), ("sp", (WIDTHS[0], WIDTHS[-1])))}
 
 
+@pytest.mark.slow  # coordinate checks at five widths
 def test_coordinates_are_flat_in_width_under_mup_and_grow_under_sp(coords):
   mup_slopes, sp_slopes = (coord_check.slopes(coords[p], STEPS) for p in ("mup", "sp"))
   assert set(mup_slopes.index) == {"embedding", "block0", "block0.attn", "block0.mlp", "block1", "block1.attn",

@@ -115,6 +115,7 @@ def test_a_nan_in_one_packed_trial_stops_that_trial_only(tmp_path, packed_and_un
   np.testing.assert_allclose([r["loss"] for r in rows(good) if "loss" in r], reference, rtol=2e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # a real kill
 def test_a_killed_packed_sweep_resumes_bit_exactly(tmp_path, packed_and_unpacked):
   _, reference_dir, _ = packed_and_unpacked[True]
   path = sweep(tmp_path, "grid", True)

@@ -9,6 +9,8 @@ import pytest
 from scaling import metrics as metrics_lib
 from tests.conftest import ROOT, write
 
+pytestmark = pytest.mark.slow  # whole vision sweeps through the real commands
+
 SWEEP = """\
 name: vision_micro
 model: {family: vit, size: [1, 2], options: {aspect_ratio: 16, head_dim: 8, patch_size: 4}}

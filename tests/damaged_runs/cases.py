@@ -33,6 +33,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from typing import Callable
 
@@ -153,11 +154,25 @@ def claim_of_a_dead_process(trial, sweep):
 
 
 def garbage_claim(age_seconds):
+  """A claim.json of garbage, last touched `age_seconds` ago; 0: a live holder's, touched every second (as its
+  heartbeat does) for as long as the case runs, so that it stays fresh however slow the machine."""
   def damage(trial, sweep):
-    (trial / "claim.json").write_bytes(b"\x00garbage{")
+    path = trial / "claim.json"
+    path.write_bytes(b"\x00garbage{")
     then = time.time() - age_seconds
-    os.utime(trial / "claim.json", (then, then))
+    os.utime(path, (then, then))
+    if age_seconds == 0:
+      threading.Thread(target=_heartbeat, args=(path,), daemon=True).start()
   return damage
+
+
+def _heartbeat(path, seconds=600):
+  for _ in range(seconds):
+    try:
+      os.utime(path)
+    except FileNotFoundError:  # the case's directory is gone: it has ended
+      return
+    time.sleep(1.0)
 
 
 # ---- damage: checkpoints/ ----
