@@ -213,7 +213,8 @@ def _cluster_run(args, sweep) -> int:
   from sweeps import rundir, storage
   directory = rundir.sweep_dir(args.out, sweep)
   from sweeps import ray_backend  # imports no Ray: the address is checked before anything is written
-  problem = (args.backend == "ray" and ray_backend.connection_problem(args.address)) or _out_problem(args, directory)
+  problem = (_out_escapes(args, directory) or (args.backend == "ray" and ray_backend.connection_problem(args.address))
+             or _out_problem(args, directory))
   if problem:
     print(f"error: {problem}", file=sys.stderr)
     return 2
@@ -237,15 +238,26 @@ def _cluster_run(args, sweep) -> int:
   return _report(args, sweep, directory, states)
 
 
+def _out_escapes(args, directory: str):
+  """One line if the sweep directory would lie outside its root (scaling/containment.py), else None; writes nothing."""
+  from scaling import containment
+  from sweeps import storage
+  try:
+    if storage.is_url(directory):
+      storage.mirror_dir(directory)  # a URL path of plain names, mirrored inside the staging root
+    else:  # a sweep directory that is a link out of --out is never written through
+      containment.within(args.out, directory)
+  except containment.Escape as e:
+    return f"--out {args.out}: {e}"
+  return None
+
+
 def _out_problem(args, directory: str):
   """One line if the sweep directory (a path or a bucket URL) cannot be written, else None."""
   from sweeps import storage
-  from scaling import containment
-  if not storage.is_url(directory):
-    try:  # a sweep directory that is a link out of --out is never written through
-      containment.within(args.out, directory)
-    except containment.Escape as e:
-      return f"--out {args.out}: {e}"
+  escapes = _out_escapes(args, directory)
+  if escapes:
+    return escapes
   problem = storage.problem(directory) if storage.is_url(directory) else _writable_directory(directory)
   return f"--out {args.out}: cannot write the sweep directory {directory}: {problem}" if problem else None
 

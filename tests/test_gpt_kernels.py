@@ -8,6 +8,7 @@ import numpy as np
 from models import registry
 
 
+@pytest.mark.slow  # Pallas in interpret mode (about 14 s)
 def test_gpt_logits_and_grads_match_with_the_pallas_kernel():
   family = registry.get("gpt")
   arch = family.ladder(1, vocab_size=11, seq_len=24, aspect_ratio=32, head_dim=16)

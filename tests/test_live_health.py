@@ -112,6 +112,7 @@ def test_turning_the_option_off_resumes_the_flagged_trial_to_the_end(flagged):
   assert corrupted["status"] == "done" and corrupted["steps"] == 400 and corrupted["resumed_from_step"] == 280
 
 
+@pytest.mark.slow  # a whole trial per cadence (about 13 s)
 def test_the_check_runs_at_the_first_flush_past_each_tenth(tmp_path):
   # Flushes every 3 steps (counted from the last flush, which checkpoints also cause) rarely land on the tenths
   # (multiples of 40); the check past step 280 comes at the first flush within 3 steps of it.

@@ -44,6 +44,7 @@ def test_coordinates_are_flat_in_width_under_mup_and_grow_under_sp(coords):
   assert (coords["mup"].query("step == 0 and layer == 'logits'")["mean_abs"] == 0).all()
 
 
+@pytest.mark.slow  # coordinate checks of two models (about 15 s)
 def test_the_coordinate_check_catches_a_missing_multiplier(monkeypatch):
   correct = mup.lr_multipliers
 
