@@ -1,11 +1,13 @@
 """Sweep YAML expansion into trials, and trial ids."""
+import copy
+import glob
 import os
 
 import pytest
 
 from sweeps import expand
 from sweeps.spec import SpecError
-from tests.conftest import SHARED_DATA, write
+from tests.conftest import ROOT, SHARED_DATA, write
 
 BASE = """
 name: grid
@@ -159,3 +161,54 @@ train: {{batch_size: 16, horizon: {{epochs: {{epochs}}}}}}
   with pytest.raises(SpecError, match=r"train.horizon.epochs: 1e-09 epochs of 60,000 training examples is 6e-05 "
                                       r"examples, less than one step of 16 examples"):
     expand.load(write(tmp_path, "b.yaml", text.replace("{epochs}", "1e-9")))
+
+
+def _leaves(value, path=()):
+  """(path, value) of every leaf of a resolved config (lists are leaves: a grid axis is a list of values)."""
+  if isinstance(value, dict) and value:
+    for key, inner in value.items():
+      yield from _leaves(inner, (*path, key))
+  else:
+    yield path, value
+
+
+def _other(value):
+  """A different value of the same kind (what a user would change a key to)."""
+  if isinstance(value, bool):
+    return not value
+  if isinstance(value, (int, float)):
+    return value + 1 if value == 0 else value * 2
+  if isinstance(value, str):
+    return value + "_other"
+  if isinstance(value, list):
+    return [*value, value[-1] if value else 1]
+  return 1 if value is None else {"other": 1}
+
+
+def test_every_key_of_the_resolved_config_changes_the_trial_id_unless_listed():
+  """A property over the whole schema, on every shipped sweep's trials: changing any key of a resolved config
+  changes its id, except the keys listed as not changing the result (spec.NOT_IN_ID), which never do. A key left
+  out of the hash by mistake (say optimizer.grad_clip) would let two different trials share one run directory."""
+  from sweeps import spec as spec_lib
+  configs = []
+  for path in sorted(glob.glob(os.path.join(ROOT, "sweeps", "configs", "*.yaml"))):
+    try:
+      configs += [t.config() for t in expand.load(path).trials[:3]]
+    except SpecError:  # a sweep over data not on this machine
+      continue
+  assert len(configs) >= 10
+  checked = set()
+  for config in configs:
+    base = expand.config_id(config)
+    for path, value in _leaves(config):
+      changed = copy.deepcopy(config)
+      parent = changed
+      for key in path[:-1]:
+        parent = parent[key]
+      parent[path[-1]] = _other(value)
+      if path in spec_lib.NOT_IN_ID:
+        assert expand.config_id(changed) == base, path
+      else:
+        assert expand.config_id(changed) != base, f"{'.'.join(path)} does not change the trial id"
+      checked.add(path)
+  assert ("optimizer", "grad_clip") in checked and ("train", "horizon", "tokens") in checked and len(checked) > 40
