@@ -40,12 +40,12 @@ def _flatten(prefix: str, obj, out: dict) -> dict:
 def load_sweep(directory: str) -> SweepResults:
   """Both tables of a sweep directory; LoadError (one line) if it is not one.
 
-  A trial whose files cannot be trusted (`sweeps.rundir.read_summary`: unreadable or mistyped
+  A trial whose files cannot be trusted (`scaling.rundir.read_summary`: unreadable or mistyped
   summary, config.json not matching the trial id, run directory not a directory) is `damaged`:
   listed with its reason, never fitted. A finished trial's metrics file that lost rows
   (`metrics_problem`) is used for what it holds. Each is one line of `warnings`.
   """
-  from sweeps import rundir  # The checks `sweeps run` and `sweeps status` make (imports the sweep schema).
+  from scaling import rundir  # The checks `sweeps run` and `sweeps status` make.
   if not os.path.isdir(directory):
     raise LoadError(f"{directory}: not a directory")
   if os.path.lexists(os.path.join(directory, "sweep.json")):
@@ -93,7 +93,7 @@ def finished(trials: pd.DataFrame, columns, positive=()) -> pd.DataFrame:
 
 def _trial_row(run_dir: str, trial: dict) -> tuple:
   """(the trial's row: status, axes, flattened config and summary; its problems, one line each)."""
-  from sweeps import rundir
+  from scaling import rundir
   row = {"trial_id": trial["id"], "status": "pending"}
   row.update({f"axis.{k}": v for k, v in trial["axes"].items()})
   summary = rundir.read_summary(run_dir)

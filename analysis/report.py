@@ -382,7 +382,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   if args.tokens_per_param is not None and not (np.isfinite(args.tokens_per_param) and args.tokens_per_param > 0):
     parser.error(f"--tokens-per-param {args.tokens_per_param:g}: must be a positive number")
-  from sweeps import storage
+  from scaling import storage
   try:
     place = storage.opened(args.sweep_dir)  # a bucket URL: analysed in this machine's mirror, then pushed
     summary = analyze(place.local, args.params, args.compute, args.bootstrap, args.tokens_per_param)

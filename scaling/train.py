@@ -35,6 +35,7 @@ from scaling import metrics as metrics_lib
 from scaling import objectives
 from scaling import pack
 from scaling import runtime as runtime_lib
+from scaling import runtime_spec
 from scaling import throughput
 from scaling import timeline as timeline_lib
 from scaling.data import Batches, train_steps
@@ -217,8 +218,7 @@ class DoesNotFit(Exception):
 
 
 def default_runtime() -> dict:
-  from sweeps.spec import RuntimeSpec  # The schema holds the defaults, once.
-  return RuntimeSpec().model_dump()
+  return runtime_spec.RuntimeSpec().model_dump()  # The schema holds the defaults, once.
 
 
 def make_train_step(graphdef, objective, objective_options, opt_cfg, steps, train_cfg, lr_multipliers=None):
@@ -364,7 +364,7 @@ def several_steps(step_fn, per_call: int):
 
 
 def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | None = None,
-          staged=None) -> dict:
+          staged=None, health=None) -> dict:
   """Runs (or resumes) one trial and returns its summary.
 
   `runtime` says how to run, not what: the mesh, a memory limit, logging and
@@ -372,18 +372,22 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
   on a laptop or a pod slice. `staged`: run_dir is the local staging copy of a run
   directory on a bucket (sweeps/storage.Staged): checkpoints go to `staged.checkpoint_dir`
   on the bucket, and the other files are pushed there before each save, so that the
-  bucket's metrics never lag its latest checkpoint.
+  bucket's metrics never lag its latest checkpoint. `health(steps, losses, steps_planned)`: the check of a curve
+  against its forecast that `train.stop_when_off_forecast` asks for (the caller's: analysis/health.assess for a
+  sweep), returning an object with `stops` and `message`.
   """
-  return train_pack([config], [run_dir], progress, runtime, staged)[0]
+  return train_pack([config], [run_dir], progress, runtime, staged, health)[0]
 
 
 def train_pack(configs: list, run_dirs: list, progress: bool = True, runtime: dict | None = None,
-               staged=None) -> list:
+               staged=None, health=None) -> list:
   """Runs (or resumes) trials that differ only in hyperparameters (scaling/pack.py) as one program; returns
-  their summaries. One trial is the ordinary case: the same loop, nothing stacked."""
+  their summaries. One trial is the ordinary case: the same loop, nothing stacked. `health`: as for `train`."""
   entered = time.time()
   if len(configs) > 1 and (staged is not None or jax.process_count() > 1):
     raise ValueError("packed trials run in one process with local run directories")
+  if health is None and any(c["train"]["stop_when_off_forecast"] for c in configs):
+    raise ValueError("train.stop_when_off_forecast needs the forecast check: train(..., health=analysis.health.assess)")
   members, origin = [], timeline_lib.attempt_origin(entered)  # one start for every trial of the pack
   for config, run_dir in zip(configs, run_dirs):
     _contain(run_dir)
@@ -395,7 +399,7 @@ def train_pack(configs: list, run_dirs: list, progress: bool = True, runtime: di
                    f"attempt")
     members.append(_Member(config, run_dir, timeline, previous_mesh))
   try:
-    return _train(members, progress, {**default_runtime(), **(runtime or {})}, staged)
+    return _train(members, progress, {**default_runtime(), **(runtime or {})}, staged, health)
   except BaseException as e:
     outcome = ("failed" if isinstance(e, DoesNotFit) else
                "interrupted" if isinstance(e, (Interrupted, KeyboardInterrupt)) else "crashed")
@@ -420,7 +424,7 @@ class _Member:
       metrics_lib.write_json_atomic(self.summary_path, summary)
 
 
-def _train(members, progress, runtime, staged) -> list:
+def _train(members, progress, runtime, staged, health_check) -> list:
   wall_start = time.time()
   writer_process = distributed.is_writer()  # Only process 0 writes files other than checkpoints.
   size = len(members)
@@ -737,7 +741,7 @@ def _train(members, progress, runtime, staged) -> list:
           next_health_check = (step // health_check_every + 1) * health_check_every
           for m in running():
             with _Timed(timelines, "eval"):
-              health = _health(m.metrics_path, s.steps) if writer_process else None
+              health = _health(health_check, m.metrics_path, s.steps) if writer_process else None
             if distributed.agree(health is not None and health.stops):  # Process 0 read the curve; all stop.
               stop(m, "flagged", f"off its forecast at step {step}: {health.message if health else ''}", step)
           steps_clock = time.time()
@@ -900,11 +904,10 @@ def _divergence(rows, earlier_losses, max_spike):
   return None
 
 
-def _health(metrics_path, steps_planned):
-  """The training curve logged so far, against its forecast (analysis/health.py)."""
-  from analysis import health
+def _health(check, metrics_path, steps_planned):
+  """The training curve logged so far, against its forecast (the caller's `check`: analysis/health.assess)."""
   rows = [r for r in metrics_lib.read_metrics(metrics_path) if "loss" in r]
-  return health.assess([r["step"] for r in rows], [r["loss"] for r in rows], steps_planned)
+  return check([r["step"] for r in rows], [r["loss"] for r in rows], steps_planned)
 
 
 def _progress_bar(enabled, total, initial, config, packed=1):

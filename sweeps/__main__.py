@@ -4,6 +4,7 @@ import argparse
 import os
 import sys
 
+from scaling import rundir
 from sweeps import expand
 from sweeps.spec import SpecError
 
@@ -56,7 +57,7 @@ def _extend(args) -> int:
   """Plans the follow-up sweep, records the prediction before anything trains, then runs it."""
   import json
   from scaling import metrics as metrics_lib
-  from sweeps import extend, rundir
+  from sweeps import extend
   try:
     planned = extend.plan(args.sweep_dir, args.budget, args.bootstrap)
   except extend.ExtendError as e:
@@ -127,7 +128,8 @@ def main(argv=None) -> int:
   if args.command == "extend":
     return _extend(args)
   if args.command == "status":
-    from sweeps import status, storage
+    from scaling import storage
+    from sweeps import status
     try:
       place = storage.opened(args.sweep_dir)  # a bucket URL: this machine's mirror of it, refreshed
     except storage.StorageError as e:
@@ -152,7 +154,7 @@ def main(argv=None) -> int:
   if args.command == "validate":
     print(f"{args.file}: sweep {sweep.name!r} is valid: {len(sweep.trials)} trial(s)")
     for trial in sweep.trials:
-      print(f"  {trial.id}  {expand.describe_axes(trial.axes)}")
+      print(f"  {trial.id}  {rundir.describe_axes(trial.axes)}")
     return 0
   if args.address is not None and args.backend != "ray":
     print("error: --address is for --backend ray", file=sys.stderr)
@@ -184,7 +186,8 @@ def main(argv=None) -> int:
   except mesh_lib.MeshError as e:
     print(f"error: {error_at(args.file, read_yaml(args.file)[1], ('runtime', 'mesh'), str(e))}", file=sys.stderr)
     return 2
-  from sweeps import local, rundir, storage
+  from scaling import storage
+  from sweeps import local
   directory = rundir.sweep_dir(args.out, sweep)
   if storage.is_url(directory):
     print(f"error: --out {args.out}: a bucket is for --backend ray or slurm (their tasks stage each trial); the "
@@ -210,7 +213,7 @@ def main(argv=None) -> int:
 
 def _cluster_run(args, sweep) -> int:
   """--backend ray | slurm: this process only submits and waits (no JAX here); the trials run in the tasks."""
-  from sweeps import rundir, storage
+  from scaling import storage
   directory = rundir.sweep_dir(args.out, sweep)
   from sweeps import ray_backend  # imports no Ray: the address is checked before anything is written
   problem = (_out_escapes(args, directory) or (args.backend == "ray" and ray_backend.connection_problem(args.address))
@@ -241,7 +244,7 @@ def _cluster_run(args, sweep) -> int:
 def _out_escapes(args, directory: str):
   """One line if the sweep directory would lie outside its root (scaling/containment.py), else None; writes nothing."""
   from scaling import containment
-  from sweeps import storage
+  from scaling import storage
   try:
     if storage.is_url(directory):
       storage.mirror_dir(directory)  # a URL path of plain names, mirrored inside the staging root
@@ -254,7 +257,7 @@ def _out_escapes(args, directory: str):
 
 def _out_problem(args, directory: str):
   """One line if the sweep directory (a path or a bucket URL) cannot be written, else None."""
-  from sweeps import storage
+  from scaling import storage
   escapes = _out_escapes(args, directory)
   if escapes:
     return escapes

@@ -5,7 +5,6 @@ so the same trial in two sweep files, or in an edited file, has the same id and
 its finished run directory is reused.
 """
 import dataclasses
-import hashlib
 import itertools
 import json
 import math
@@ -14,6 +13,7 @@ import typing
 
 import pydantic
 
+from scaling.trial_id import config_id
 from sweeps import spec as spec_lib
 
 _TOP_LEVEL = ("name", "model", "data", "train", "optimizer", "seed", "runtime")
@@ -31,32 +31,8 @@ class Trial:
     return self.spec.model_dump(mode="json")
 
 
-def describe_axes(axes: dict) -> str:
-  """A trial's grid coordinates as `key=value ...`, for listings and logs."""
-  return " ".join(f"{k}={v}" for k, v in axes.items())
-
-
 def trial_id(spec: spec_lib.TrialSpec) -> str:
   return config_id(spec.model_dump(mode="json"))
-
-
-def config_id(config: dict) -> str:
-  """The id of a resolved config (what config.json holds): a short hash of it, less the keys kept out of ids.
-
-  A run directory is named by it, so its config.json can be checked against its name.
-  """
-  resolved = json.loads(json.dumps(config))
-  for section, key in spec_lib.NOT_IN_ID:
-    if isinstance(resolved.get(section), dict):
-      resolved[section].pop(key, None)
-  for path, unset in spec_lib.HASHED_WHEN_SET.items():
-    parent = resolved
-    for key in path[:-1]:
-      parent = parent.get(key) if isinstance(parent, dict) else None
-    if isinstance(parent, dict) and path[-1] in parent and parent[path[-1]] == unset:
-      del parent[path[-1]]
-  canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
-  return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
 def load(path: str) -> spec_lib.Sweep:

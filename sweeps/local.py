@@ -1,9 +1,9 @@
 """The local backend: runs the trials of a sweep one after another on this machine.
 
-The run-directory rules are sweeps/rundir.py's. A trial whose summary says
+The run-directory rules are scaling/rundir.py's. A trial whose summary says
 `done`, `diverged`, `failed` or `flagged` is finished and skipped, so re-running a sweep
 only does what is missing, resuming interrupted trials from their checkpoints.
-Each trial is claimed before it runs (sweeps/claims.py): a second `sweeps run`
+Each trial is claimed before it runs (scaling/claims.py): a second `sweeps run`
 on the same directory works on other trials instead of duplicating one.
 
 A trial whose files cannot be trusted (`read_summary`) is `damaged`, not finished: the
@@ -26,13 +26,14 @@ import traceback
 
 from scaling import distributed
 from scaling import logs
-from sweeps import claims, rundir
-from sweeps.rundir import log_attempt, mark_failed, os_problem, read_summary, state_of, sweep_dir, write_manifest
+from scaling import claims, rundir
+from scaling.rundir import log_attempt, mark_failed, os_problem, read_summary, state_of, sweep_dir, write_manifest
 
 def run_pack(trials: list, run_dirs: list, runtime: dict, progress: bool) -> dict:
   """Trains claimed trials as one packed program (one trial: the ordinary case); retries crashes, then
   records `failed` with the error. Returns {trial id: state}."""
   from scaling import checkpoint as checkpoint_lib  # Imports JAX: keep `validate` fast.
+  from analysis import health  # the forecast check of train.stop_when_off_forecast
   from scaling import train as train_lib
   retries = runtime["retries"]
   named = f"trial {trials[0].id}" if len(trials) == 1 else f"trials {', '.join(t.id for t in trials)} (packed)"
@@ -50,7 +51,8 @@ def run_pack(trials: list, run_dirs: list, runtime: dict, progress: bool) -> dic
     record = {"pid": os.getpid(), "attempt": attempt + 1, "start": time.time()}
     logs.info(f"{named}: attempt {attempt + 1} starts")
     try:
-      summaries = train_lib.train_pack([t.config() for t in trials], run_dirs, progress=progress, runtime=runtime)
+      summaries = train_lib.train_pack([t.config() for t in trials], run_dirs, progress=progress, runtime=runtime,
+                                       health=health.assess)
     except train_lib.DoesNotFit as e:  # Retrying cannot help; the summaries already say why.
       log_all(record, outcome="failed", error=str(e))
       return {t.id: "failed" for t in trials}

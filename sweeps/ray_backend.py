@@ -11,7 +11,7 @@ cancelled, the placement group is released, and a new one starts the trial again
 checkpoint. Outputs go to `--out`, which every node must see (a shared file system).
 
 The driver only submits and waits: stopped (Ctrl-C) and started again, it recomputes which
-trials are finished from the run directories (sweeps/rundir.py) and submits the rest; a trial
+trials are finished from the run directories (scaling/rundir.py) and submits the rest; a trial
 cut off mid-run resumes from its checkpoint, and its metrics rows past that checkpoint are
 dropped before they are written again, so each is logged once.
 
@@ -36,7 +36,7 @@ import signal
 import socket
 import threading
 
-from sweeps import rundir
+from scaling import rundir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -422,7 +422,7 @@ def _run_on_cluster(sweep, out: str, runtime: dict, progress: bool, retry_failed
   """Submits the unfinished trials and waits for each (retrying a failed unit whole)."""
   import ray
 
-  from sweeps import storage
+  from scaling import storage
   place = storage.Place(rundir.sweep_dir(out, sweep))
   states, todo = rundir.to_run(sweep, place, retry_failed)
   bar = None

@@ -12,7 +12,7 @@ SWEEP_DIR/slurm/. `cluster="local"` runs the same path with submitit's local exe
 import os
 import time
 
-from sweeps import rundir
+from scaling import rundir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,7 +38,7 @@ def run(sweep, out: str, cluster=None, progress: bool = True, retries=None, retr
   os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
   if retries is not None:
     runtime["retries"] = retries
-  from sweeps import storage
+  from scaling import storage
   place = storage.Place(rundir.sweep_dir(out, sweep))
   states, todo = rundir.to_run(sweep, place, retry_failed)
   ex = executor(os.path.join(place.local, "slurm"), runtime["slurm"], cluster)

@@ -6,8 +6,8 @@ For a trial not yet finished, the health column is its forecast final loss with 
 import os
 
 from scaling import metrics as metrics_lib
+from scaling import rundir
 from scaling import timeline as timeline_lib
-from sweeps import expand, rundir
 
 
 def rows(directory: str) -> list:
@@ -27,7 +27,7 @@ def rows(directory: str) -> list:
         "last_loss": _loss(train_rows[-1]) if train_rows else None,
         "goodput": _goodput(run_dir, summary),
         "health": _health(run_dir, train_rows, summary) if state not in rundir.FINISHED else None,
-        "axes": expand.describe_axes(trial.get("axes") or {}),
+        "axes": rundir.describe_axes(trial.get("axes") or {}),
         "reason": _reason(run_dir, summary, state),
     })
   return out

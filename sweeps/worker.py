@@ -1,6 +1,6 @@
 """One trial in this process: what a cluster backend's task runs (a Ray task, a SLURM array element).
 
-The task claims the run directory first (sweeps/claims.py), waiting out the claim a killed
+The task claims the run directory first (scaling/claims.py), waiting out the claim a killed
 attempt left behind (same host: at once; another host: once its lease runs out), so a trial
 never trains twice at a time, and resumes from its last checkpoint (scaling/train.py). A crash
 is recorded in `attempts.jsonl` and raised: the backend retries it in a fresh process. Errors
@@ -16,7 +16,7 @@ import os
 import time
 import traceback
 
-from sweeps import claims, rundir, storage
+from scaling import claims, rundir, storage
 
 CLAIM_WAIT_SECONDS = claims.LEASE_SECONDS + 2 * claims.HEARTBEAT_SECONDS
 
@@ -24,7 +24,7 @@ CLAIM_WAIT_SECONDS = claims.LEASE_SECONDS + 2 * claims.HEARTBEAT_SECONDS
 def run_one(config: dict, run_dir: str, runtime: dict, env: dict | None = None) -> str:
   """Trains (or resumes) the trial whose resolved config this is; returns its state (as process 0 sees it).
 
-  run_dir: a path every host sees, or a bucket URL (sweeps/storage.py: the attempt works in a staged copy).
+  run_dir: a path every host sees, or a bucket URL (scaling/storage.py: the attempt works in a staged copy).
   env: variables to set before JAX starts (SCALING_COORDINATOR, SCALING_NUM_PROCESSES,
   SCALING_PROCESS_ID of one process of a multi-host trial; SCALING_DISTRIBUTED=off for one process).
   """
@@ -43,6 +43,7 @@ def run_one(config: dict, run_dir: str, runtime: dict, env: dict | None = None) 
 def _run(config: dict, run_dir: str, runtime: dict, staged=None) -> str:
   from scaling import checkpoint as checkpoint_lib
   from scaling import distributed
+  from analysis import health  # the forecast check of train.stop_when_off_forecast
   from scaling import train as train_lib
   writer = distributed.is_writer()
   if distributed.agree(writer and os.path.islink(run_dir)):  # never followed (scaling/containment.py): not run
@@ -60,7 +61,7 @@ def _run(config: dict, run_dir: str, runtime: dict, staged=None) -> str:
     state = rundir.state_of(run_dir) if writer else None
     if distributed.agree(state in rundir.FINISHED):
       return state
-    summary = train_lib.train(config, run_dir, progress=False, runtime=runtime, staged=staged)
+    summary = train_lib.train(config, run_dir, progress=False, runtime=runtime, staged=staged, health=health.assess)
   except (train_lib.DoesNotFit, checkpoint_lib.CheckpointError) as e:  # retrying cannot help
     log("failed", error=str(e))
     if isinstance(e, checkpoint_lib.CheckpointError):

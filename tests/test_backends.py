@@ -124,7 +124,7 @@ def _running(sweep_dir):
 
 
 def test_ray_sweep_on_a_bucket_survives_a_killed_worker_and_matches_the_local_backend(reference, tmp_path):
-  """--out is a URL, so the run directories are a bucket's (sweeps/storage.py, through fsspec; file:// takes the
+  """--out is a URL, so the run directories are a bucket's (scaling/storage.py, through fsspec; file:// takes the
   code path of gs:// and s3://): workers train in staged copies and push them, orbax checkpoints straight to
   the bucket, the driver reads its own mirror. A worker killed mid-trial is retried from the bucket."""
   path, expected, _ = reference
@@ -276,7 +276,7 @@ def test_ray_what_the_cluster_can_hold_is_submitted_and_what_it_cannot_is_refuse
   from ray._private import ray_constants
 
   from sweeps import ray_backend
-  from sweeps.spec import RaySpec
+  from scaling.runtime_spec import RaySpec
   deadline = time.time() + 30
   while b"autoscaler_report" not in (internal_kv._internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS) or b""):
     assert time.time() < deadline, "the cluster's monitor never reported"

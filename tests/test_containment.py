@@ -12,7 +12,7 @@ from analysis import __main__ as analysis_cli
 from scaling import containment
 from scaling import metrics as metrics_lib
 from sweeps import __main__ as sweeps_cli
-from sweeps import storage
+from scaling import storage
 from tests.conftest import tree_digest
 
 

@@ -21,7 +21,8 @@ import pytest
 from analysis import __main__ as analysis_cli
 from scaling import metrics as metrics_lib
 from sweeps import __main__ as sweeps_cli
-from sweeps import expand, rundir
+from scaling import rundir
+from sweeps import expand
 from tests.conftest import ROOT, tree_digest, write
 from tests.damaged_runs import cases as corpus
 from tests.test_cli_contract import SWEEP

@@ -187,9 +187,9 @@ def _other(value):
 
 def test_every_key_of_the_resolved_config_changes_the_trial_id_unless_listed():
   """A property over the whole schema, on every shipped sweep's trials: changing any key of a resolved config
-  changes its id, except the keys listed as not changing the result (spec.NOT_IN_ID), which never do. A key left
+  changes its id, except the keys listed as not changing the result (scaling/trial_id.NOT_IN_ID), which never do. A key left
   out of the hash by mistake (say optimizer.grad_clip) would let two different trials share one run directory."""
-  from sweeps import spec as spec_lib
+  from scaling import trial_id
   configs = []
   for path in sorted(glob.glob(os.path.join(ROOT, "sweeps", "configs", "*.yaml"))):
     try:
@@ -206,7 +206,7 @@ def test_every_key_of_the_resolved_config_changes_the_trial_id_unless_listed():
       for key in path[:-1]:
         parent = parent[key]
       parent[path[-1]] = _other(value)
-      if path in spec_lib.NOT_IN_ID:
+      if path in trial_id.NOT_IN_ID:
         assert expand.config_id(changed) == base, path
       else:
         assert expand.config_id(changed) != base, f"{'.'.join(path)} does not change the trial id"

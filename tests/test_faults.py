@@ -215,7 +215,7 @@ def test_two_concurrent_launches_never_run_a_trial_twice(tmp_path):
 
 
 def test_stale_claim_of_a_dead_process_is_taken_over(tmp_path):
-  from sweeps import claims
+  from scaling import claims
   run_dir = str(tmp_path / "trial")
   held = claims.try_claim(run_dir)
   assert held is not None and claims.try_claim(run_dir) is None  # a live holder keeps it
@@ -230,7 +230,8 @@ def test_stale_claim_of_a_dead_process_is_taken_over(tmp_path):
 
 
 def test_a_crashing_trial_is_retried_then_marked_failed_and_the_sweep_goes_on(tmp_path):
-  from sweeps import local, rundir
+  from scaling import rundir
+  from sweeps import local
   corpus = tmp_path / "corpus.txt"
   corpus.write_text("abcdefgh" * 200)
   text_trial = TRIAL.format(name="crash", size=1, tokens=10 * 8 * 16, checkpoint_every=0, nan="null", seed=0).replace(

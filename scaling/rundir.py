@@ -3,7 +3,7 @@
 A sweep directory holds `sweep.yaml` (the file it was run from), `sweep.json` (the trial list
 and grid axes) and one run directory per trial, named by the trial id. A run directory holds
 what scaling/train.py writes (config.json, summary.json, metrics.jsonl, checkpoints/,
-timeline.json), the claim of the process running it (sweeps/claims.py) and `attempts.jsonl`,
+timeline.json), the claim of the process running it (scaling/claims.py) and `attempts.jsonl`,
 one record per attempt. This module says what those files mean: whether a trial is finished
 (`FINISHED`), running, pending or damaged (`state_of`), whether its summary can be trusted
 (`read_summary`), and it writes the manifest and the attempt log. How trials get run (one
@@ -17,7 +17,7 @@ from scaling import containment
 from scaling import distributed
 from scaling import logs
 from scaling import metrics as metrics_lib
-from sweeps import claims, expand
+from scaling import claims, trial_id as trial_id_lib
 
 FINISHED = ("done", "diverged", "failed", "flagged")
 STATES = ("running",) + FINISHED  # what a summary's status may say
@@ -25,14 +25,19 @@ RERUN = "`python -m sweeps run` on the sweep file rewrites it"
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # a trial id names a directory: never a path
 
 
+def describe_axes(axes: dict) -> str:
+  """A trial's grid coordinates as `key=value ...`, for listings and logs."""
+  return " ".join(f"{k}={v}" for k, v in axes.items())
+
+
 def describe(trial) -> str:
   """The trial's grid coordinates, for progress lines."""
-  return expand.describe_axes(trial.axes) or "(single trial)"
+  return describe_axes(trial.axes) or "(single trial)"
 
 
 def to_run(sweep, place, retry_failed: bool = False) -> tuple:
   """A cluster backend's start: ({trial id: state}, the trials to run) after writing the manifest into the
-  sweep directory `place` (a sweeps/storage.Place). Finished trials are skipped (failed ones too, unless
+  sweep directory `place` (a scaling/storage.Place). Finished trials are skipped (failed ones too, unless
   retry_failed); a flagged one resumes once its sweep no longer says train.stop_when_off_forecast."""
   place.pull()
   write_manifest(place.local, sweep)
@@ -164,7 +169,7 @@ def config_problem(run_dir: str):
     config = metrics_lib.read_json(path)
   except (OSError, ValueError) as e:
     return f"{path}: unreadable ({metrics_lib.reason_of(e)}); {RERUN}"
-  matches = isinstance(config, dict) and expand.config_id(config) == trial_id
+  matches = isinstance(config, dict) and trial_id_lib.config_id(config) == trial_id
   return None if matches else f"{path}: does not match the trial id {trial_id} (edited?); {RERUN}"
 
 
