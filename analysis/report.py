@@ -362,9 +362,8 @@ def _analysis_dir(directory: str) -> str:
   for link, aside in moved:
     os.rename(link, aside)
   os.makedirs(out_dir, exist_ok=True)
-  for link, aside in moved + containment.move_links_aside(out_dir):
-    print(f"warning: {link}: a symbolic link, never written through; moved aside as {os.path.basename(aside)}",
-          file=sys.stderr)
+  for path, aside, what in [(*m, "a symbolic link") for m in moved] + containment.move_aside(out_dir):
+    print(f"warning: {path}: {what}, never written through; moved aside as {os.path.basename(aside)}", file=sys.stderr)
   return out_dir
 
 

@@ -9,12 +9,13 @@ The one rule, and where it is enforced:
 - Inside a trial directory nothing is followed through a symbolic link. The trial directory
   itself being a link is refused (`refuse_link`); a link planted in it (checkpoints,
   summary.json, metrics.jsonl, attempts.jsonl, tensorboard/, the claim) is moved aside as
-  `<name>.damaged-<UTC time>` before an attempt writes anything (`move_links_aside`), and the
+  `<name>.damaged-<UTC time>` before an attempt writes anything (`move_aside`; special files and hard links too), and the
   files an attempt writes are opened with O_NOFOLLOW (`open_append`, `open_new`), so a link
   planted while it runs is refused rather than written through.
 """
 import errno
 import os
+import stat
 import time
 
 MAX_WALKED = 100_000  # entries of a run directory looked at for links: a run holds hundreds
@@ -59,22 +60,38 @@ def refuse_link(path: str, what: str = "a run directory") -> None:
                  f"move it away and run again")
 
 
-def move_links_aside(directory: str) -> list:
-  """Renames every symbolic link below `directory` (not followed) to `<link>.damaged-<UTC time>` beside it, but
-  those already so named; returns the names it moved, as (link, new name). Renaming a link moves the link, never what it points to."""
+def move_aside(directory: str) -> list:
+  """Renames everything below `directory` that a write could go through (not followed) to `<name>.damaged-<UTC
+  time>` beside it: symbolic links, special files (a FIFO would block a writer, a device would take its bytes) and
+  regular files with another name elsewhere (a hard link); not what is already so named. Returns (path, new name,
+  what it was). Renaming moves the name, never what it points to."""
   moved, seen = [], 0
   for folder, dirs, files in os.walk(directory, followlinks=False):
     for name in dirs + files:
       seen += 1
       path = os.path.join(folder, name)
-      if os.path.islink(path) and ".damaged-" not in name:  # one moved aside before stays where it is
+      what = unsafe(path)
+      if what and ".damaged-" not in name:  # one moved aside before stays where it is
         aside = damaged_name(path)
         os.rename(path, aside)
-        moved.append((path, aside))
+        moved.append((path, aside, what))
     dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
     if seen > MAX_WALKED:
       break
   return moved
+
+
+def unsafe(path: str):
+  """Why writing at `path` could reach something outside its directory (a few words), or None."""
+  try:
+    st = os.lstat(path)
+  except FileNotFoundError:
+    return None
+  if stat.S_ISLNK(st.st_mode):
+    return "a symbolic link"
+  if stat.S_ISREG(st.st_mode):
+    return f"a hard link (one of {st.st_nlink} names of one file)" if st.st_nlink > 1 else None
+  return None if stat.S_ISDIR(st.st_mode) else "a special file (not a regular file or directory)"
 
 
 def damaged_name(path: str) -> str:
@@ -99,12 +116,24 @@ def open_new(path: str):
 
 
 def _open(path: str, flags: int) -> int:
+  """A descriptor for writing `path`: never through a symbolic link, never a special file (opened without blocking,
+  so a FIFO cannot stall the writer), never a file with another name elsewhere; OSError naming it otherwise."""
   try:
-    return os.open(path, flags | os.O_NOFOLLOW, 0o644)
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
   except OSError as e:
     if e.errno == errno.ELOOP:
       raise OSError(errno.ELOOP, f"a symbolic link (to {_target(path)}), never written through", path) from None
+    if e.errno == errno.ENXIO:  # a FIFO nothing reads
+      raise OSError(errno.ENXIO, "a special file (not a regular file), never written through", path) from None
     raise
+  st = os.fstat(fd)
+  if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+    os.close(fd)
+    why = "a hard link (a file with another name), never written" if stat.S_ISREG(st.st_mode) else (
+        "a special file (not a regular file), never written through")
+    raise OSError(errno.EPERM, why, path)
+  os.set_blocking(fd, True)
+  return fd
 
 
 def _target(path: str) -> str:

@@ -840,12 +840,11 @@ _EVAL_SEED = 1 << 30  # The eval set's objective randomness (masks): fixed, what
 
 def _contain(run_dir: str) -> None:
   """Nothing of this attempt is written through a link (scaling/containment.py): the run directory may not be one,
-  and links planted in it are moved aside, each said in one line."""
+  and links, special files and hard links planted in it are moved aside, each said in one line."""
   containment.refuse_link(run_dir)
   if distributed.is_writer() and os.path.isdir(run_dir):
-    for link, aside in containment.move_links_aside(run_dir):
-      logs.warning(f"{link}: a symbolic link, never followed in a run directory; moved aside as "
-                   f"{os.path.basename(aside)}")
+    for path, aside, what in containment.move_aside(run_dir):
+      logs.warning(f"{path}: {what}, never followed in a run directory; moved aside as {os.path.basename(aside)}")
 
 
 def _previous_mesh(run_dir: str):

@@ -141,3 +141,25 @@ def test_files_the_run_writes_are_never_written_through_a_link(tmp_path, victim)
     metrics_lib.read_json(str(tmp_path / "config.json"))
   metrics_lib.write_json_atomic(str(tmp_path / "config.json"), {"a": 1})  # replaces the link itself
   assert not os.path.islink(tmp_path / "config.json")
+
+
+def test_special_files_and_hard_links_are_never_written_through(tmp_path, victim):
+  run = tmp_path / "run"
+  run.mkdir()
+  """A FIFO would block a writer (bounded time), a hard link would carry the bytes to the victim's file."""
+  os.mkfifo(run / "metrics.jsonl")
+  with pytest.raises(OSError, match="a special file"):  # at once: nothing reads the FIFO
+    containment.open_append(str(run / "metrics.jsonl"))
+  os.link(victim / "precious.txt", run / "attempts.jsonl")
+  with pytest.raises(OSError, match="a hard link"):
+    containment.open_append(str(run / "attempts.jsonl"), binary=True)
+  os.symlink(victim, run / "tensorboard")
+  (run / "checkpoints").mkdir()
+  os.symlink(victim / "sub", run / "checkpoints" / "10")
+  moved = {os.path.basename(path): what for path, _, what in containment.move_aside(str(run))}
+  assert moved == {"metrics.jsonl": "a special file (not a regular file or directory)",
+                   "attempts.jsonl": "a hard link (one of 2 names of one file)", "tensorboard": "a symbolic link",
+                   "10": "a symbolic link"}
+  assert containment.move_aside(str(run)) == []  # what was moved aside stays aside
+  os.link(victim / "precious.txt", run / "summary.json")
+  metrics_lib.write_json_atomic(str(run / "summary.json"), {"status": "done"})  # replaces the name only
