@@ -55,3 +55,23 @@ def test_the_check_sees_an_upward_import(tmp_path):
   (tmp_path / "scaling").mkdir()
   (tmp_path / "scaling" / "planted.py").write_text("def f():\n  from sweeps import spec\n  return spec\n")
   assert upward_imports(str(tmp_path)) == ["scaling/planted.py:2: imports sweeps", "scaling/planted.py:2: imports sweeps.spec"]
+
+
+def test_a_registry_discovers_every_module_of_its_package(tmp_path, monkeypatch):
+  """Adding an objective, evaluator, data kind or family is adding one file: its package's registry imports every
+  module of the package at the first lookup (scaling/lazy_registry.py), with no list to edit."""
+  from scaling.lazy_registry import Registry
+  package = tmp_path / "discovered_things"
+  package.mkdir()
+  (package / "__init__.py").write_text("from scaling.lazy_registry import Registry\nTHINGS = Registry('thing', "
+                                       "'discovered_things')\n")
+  for name in ("alpha", "beta"):
+    (package / f"{name}.py").write_text(f"from discovered_things import THINGS\nTHINGS.add({name!r}, {name!r}.upper())\n")
+  (package / "helper.py").write_text("VALUE = 1  # registers nothing\n")
+  monkeypatch.syspath_prepend(str(tmp_path))
+  things = __import__("discovered_things").THINGS
+  assert isinstance(things, Registry) and things.get("beta") == "BETA" and sorted(things.entries()) == ["alpha", "beta"]
+  for registry in ("scaling.objectives._OBJECTIVES", "scaling.evaluators._EVALUATORS", "scaling.data.registry._KINDS",
+                   "models.registry._FAMILIES"):
+    module, name = registry.rsplit(".", 1)
+    assert isinstance(getattr(__import__(module, fromlist=[name]), name).package, str), registry

@@ -10,7 +10,7 @@ from typing import Callable
 
 from scaling.lazy_registry import Registry
 
-_EVALUATORS = Registry("evaluator", ("scaling.evaluators.linear_probe", "scaling.evaluators.tasks"))
+_EVALUATORS = Registry("evaluator", "scaling.evaluators")  # every module of scaling/evaluators/
 
 
 @dataclasses.dataclass

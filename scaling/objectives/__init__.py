@@ -14,8 +14,7 @@ import pydantic
 
 from scaling.lazy_registry import Registry
 
-_OBJECTIVES = Registry("objective", ("scaling.objectives.next_token", "scaling.objectives.classify",
-                                     "scaling.objectives.masked_patches", "scaling.objectives.next_patch"))
+_OBJECTIVES = Registry("objective", "scaling.objectives")  # every module of scaling/objectives/
 
 
 class NoOptions(pydantic.BaseModel):
