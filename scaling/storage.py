@@ -180,7 +180,8 @@ class Mirror:
       dirs[:] = [d for d in dirs if d not in NOT_MIRRORED and not _checkpoint_aside(d)]
       for name in files:
         rel = os.path.relpath(os.path.join(folder, name), self.local).replace(os.sep, "/")
-        if self._mirrored(rel) and not name.startswith(".write-check-"):
+        planted = containment.unsafe(os.path.join(folder, name))  # a link here is never read and pushed, nor removed
+        if self._mirrored(rel) and not name.startswith(".write-check-") and not planted:
           out.append(rel)
     return out
 

@@ -137,8 +137,6 @@ def write(sweep_dir: str, planned: dict) -> str:
   header = (f"# Written by `python -m sweeps extend {sweep_dir} --budget {planned['prediction']['budget']:.3g}`: "
             "the predicted-optimal size and about 0.5x and 2x it,\n# at a budget beyond the fitted ones. "
             f"The prediction is in {planned['spec']['name']}/{PREDICTION}.\n")
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(header + yaml.safe_dump(planned["spec"], sort_keys=False))
-  os.replace(tmp, path)
+  text = header + yaml.safe_dump(planned["spec"], sort_keys=False)
+  metrics_lib.write_bytes_atomic(path, text.encode())  # replaces a planted link, never writes through it
   return path
