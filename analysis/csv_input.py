@@ -17,7 +17,9 @@ the file's size plus its rows times those columns.
 import csv
 import io
 import math
+import os
 import re
+import stat
 
 import numpy as np
 import pandas as pd
@@ -136,7 +138,11 @@ def column_list(header) -> str:
 def _text(path: str) -> str:
   """The file's text, read with bounded memory (/dev/zero or a huge file stops at MAX_CSV_BYTES)."""
   try:
-    with open(path, "rb") as f:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the command: checked below
+    with os.fdopen(fd, "rb") as f:
+      if not stat.S_ISREG(os.fstat(fd).st_mode) and not stat.S_ISDIR(os.fstat(fd).st_mode):
+        raise UsageError(f"{path}: not a regular file (a FIFO or a device), not a CSV file (--csv)")
+      os.set_blocking(fd, True)
       data = f.read(MAX_CSV_BYTES + 1)
   except FileNotFoundError:
     raise UsageError(f"{path}: no such file (--csv)") from None

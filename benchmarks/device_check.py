@@ -85,6 +85,7 @@ def _attention(small: bool) -> None:
 
 def _cross_entropy(small: bool) -> None:
   import pallas_kernels
+  from benchmarks import attention  # its timer: median seconds after a compile-and-warm-up call
   tokens, d_model, vocab = (128, 64, 512) if small else (8192, 768, 50304)
   kernel = "pallas_interpret" if small else "pallas"
   dtype = jnp.float32 if small else jnp.bfloat16
@@ -101,22 +102,12 @@ def _cross_entropy(small: bool) -> None:
     for impl in ("xla", kernel):
       loss = lambda h, w, impl=impl: pallas_kernels.cross_entropy(h, w, labels, impl=impl).mean()
       fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)) if grad else loss)
-      times[impl] = _median_seconds(fn, (hidden, unembedding), iters)
+      times[impl] = attention._time_per_call(fn, (hidden, unembedding), iters)
       if not grad:
         losses[impl] = float(fn(hidden, unembedding))
     print(f"{label:>8} {1e3 * times['xla']:>9.3f} {1e3 * times[kernel]:>10.3f} {times['xla'] / times[kernel]:>6.2f}")
   print(f"mean loss: xla {losses['xla']:.6f}, kernel {losses[kernel]:.6f} (|diff| "
         f"{abs(losses['xla'] - losses[kernel]):.2e})")
-
-
-def _median_seconds(fn, args, iters: int) -> float:
-  jax.block_until_ready(fn(*args))  # compile
-  seconds = []
-  for _ in range(iters):
-    began = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    seconds.append(time.perf_counter() - began)
-  return statistics.median(seconds)
 
 
 def _precision(small: bool) -> None:

@@ -26,6 +26,13 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT_S = 60  # Per case; each takes about a second.
 
 
+def _fifo(tmp) -> str:
+  path = os.path.join(str(tmp), "fifo.csv")
+  if not os.path.exists(path):
+    os.mkfifo(path)
+  return path
+
+
 def _write(directory, name, text):
   path = directory / name
   path.write_text(text)
@@ -80,7 +87,7 @@ def _cases(tmp):
       "ragged": (["--csv", _write(tmp, "ragged.csv", "params,loss\n1,2\n3,4,5,6\n")] + power,
                  ["ragged.csv", "--csv"]),
       "directory": (["--csv", str(directory)] + power, ["a_directory", "directory"]),
-      "dev_zero": (["--csv", "/dev/zero"] + power, ["/dev/zero", "MiB"]),
+      "dev_zero": (["--csv", "/dev/zero"] + power, ["/dev/zero", "not a regular file"]),
       "binary": (["--csv", str(binary)] + power, ["binary.csv", "binary"]),
       "not_utf8": (["--csv", str(latin1)] + power, ["latin1.csv", "UTF-8"]),
       "too_many_rows": (["--csv", many_rows] + power, ["many_rows.csv", "rows"]),
@@ -333,7 +340,8 @@ def _file_cases(tmp):
   return {
       "missing": (str(tmp / "missing.csv"), ["missing.csv", "no such file"]),
       "directory": (str(directory), ["a_directory", "directory"]),
-      "dev_zero": ("/dev/zero", ["/dev/zero", "MiB"]),
+      "dev_zero": ("/dev/zero", ["/dev/zero", "not a regular file"]),
+      "fifo": (_fifo(tmp), ["fifo.csv", "not a regular file"]),  # nothing writes it: reading would block forever
       "empty": (_write(tmp, "empty.csv", ""), ["empty.csv", "no header"]),
       "blank_lines": (_write(tmp, "blank.csv", "\n\n\n"), ["blank.csv", "no header"]),
       "binary": (str(binary), ["binary.csv", "binary"]),
