@@ -172,8 +172,12 @@ def main(argv=None) -> int:
   except UsageError as e:
     print(f"error: {one_line(e)}", file=sys.stderr)
     return 2
-  path = args.plot or os.path.join(args.dir_b, "analysis", f"compare_{a['name']}.png")
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  if args.plot:
+    path = args.plot
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  else:  # DIR_B/analysis/, kept as `analysis plot` keeps it (analysis/report.analysis_dir)
+    from analysis import report
+    path = os.path.join(report.analysis_dir(args.dir_b), f"compare_{a['name']}.png")
   plots.recipe_comparison(path, a, b, drawn, plots.LABELS[COLUMNS[args.x]])
   print(json.dumps({"x": args.x, **out, "plot": path}, indent=1, allow_nan=False))
   return 0

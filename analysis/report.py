@@ -131,7 +131,7 @@ def analyze(directory, params_column="params_non_embedding", compute_column="flo
   the full law with its excess-parameter term (U_N = U / tokens_per_param).
   """
   results = load_sweep(directory)
-  out_dir = _analysis_dir(directory)
+  out_dir = analysis_dir(directory)
   trials, steps = results.trials, results.steps
   trials.to_csv(os.path.join(out_dir, "trials.csv"), index=False)
   steps.to_csv(os.path.join(out_dir, "steps.csv"), index=False)
@@ -354,15 +354,17 @@ def backtest_line(summary) -> str:
   return _backtest_line(summary["backtest"], summary["entropy_floor"])
 
 
-def _analysis_dir(directory: str) -> str:
-  """DIRECTORY/analysis, made; no link in it is written through (scaling/containment.py): a planted one, the
-  directory itself included, is moved aside and said."""
+def analysis_dir(directory: str) -> str:
+  """DIRECTORY/analysis, made; nothing in it is written through (scaling/containment.py): a planted link, special
+  file or hard link, or an `analysis` that is not a real directory, is moved aside and said."""
   out_dir = os.path.join(directory, "analysis")
-  moved = [(out_dir, containment.damaged_name(out_dir))] if os.path.islink(out_dir) else []
-  for link, aside in moved:
-    os.rename(link, aside)
+  in_the_way = os.path.lexists(out_dir) and (os.path.islink(out_dir) or not os.path.isdir(out_dir))
+  moved = [(out_dir, containment.damaged_name(out_dir), containment.unsafe(out_dir) or "not a directory")] \
+      if in_the_way else []
+  for path, aside, _ in moved:
+    os.rename(path, aside)
   os.makedirs(out_dir, exist_ok=True)
-  for path, aside, what in [(*m, "a symbolic link") for m in moved] + containment.move_aside(out_dir):
+  for path, aside, what in moved + containment.move_aside(out_dir):
     print(f"warning: {path}: {what}, never written through; moved aside as {os.path.basename(aside)}", file=sys.stderr)
   return out_dir
 
@@ -388,6 +390,9 @@ def main(argv=None) -> int:
     place.push()
   except (LoadError, storage.StorageError) as e:
     print(f"error: {e}", file=sys.stderr)
+    return 2
+  except OSError as e:  # the sweep directory's analysis/ cannot be written
+    print(f"error: {e.filename or args.sweep_dir}: {e.strerror or e}; fix it or move it away", file=sys.stderr)
     return 2
   for warning in summary["warnings"]:
     print(f"warning: {warning}", file=sys.stderr)

@@ -6,12 +6,14 @@ The one rule, and where it is enforced:
   mirror, a staged copy) must resolve inside that root (`within`), checked before any write.
 - A bucket URL's path is taken apart into plain names (`url_parts`): no `..`, `.` or empty
   segment, so a URL can never climb out of the mirror it is kept in.
-- Inside a trial directory nothing is followed through a symbolic link. The trial directory
-  itself being a link is refused (`refuse_link`); a link planted in it (checkpoints,
-  summary.json, metrics.jsonl, attempts.jsonl, tensorboard/, the claim) is moved aside as
-  `<name>.damaged-<UTC time>` before an attempt writes anything (`move_aside`; special files and hard links too), and the
-  files an attempt writes are opened with O_NOFOLLOW (`open_append`, `open_new`), so a link
-  planted while it runs is refused rather than written through.
+- Inside a trial directory (and a sweep's analysis/) nothing is written through a link. The trial
+  directory itself being a link is refused (`refuse_link`); a symbolic link, special file or hard link
+  planted in it (checkpoints, summary.json, metrics.jsonl, attempts.jsonl, tensorboard/, the claim) is
+  moved aside as `<name>.damaged-<UTC time>` before an attempt (or `analysis plot`) writes anything
+  (`move_aside`). The files the platform's own writers open (metrics, attempts, every atomic JSON or
+  YAML write) also refuse, at open, a link, a special file or a hard link planted while it runs
+  (`open_append`, `open_new`); what libraries write there (orbax, TensorBoard, plots) relies on the
+  move-aside before it.
 """
 import errno
 import os
@@ -111,8 +113,11 @@ def open_append(path: str, binary: bool = False):
 
 
 def open_new(path: str):
-  """`path` created or emptied for writing as text, never through a link."""
-  return os.fdopen(_open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w")
+  """`path` created or emptied for writing as text, never through a link (emptied only once it is known to be a
+  regular file of one name: a hard link is refused before any byte of it changes)."""
+  fd = _open(path, os.O_WRONLY | os.O_CREAT)
+  os.ftruncate(fd, 0)
+  return os.fdopen(fd, "w")
 
 
 def _open(path: str, flags: int) -> int:

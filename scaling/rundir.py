@@ -96,7 +96,8 @@ def read_manifest(directory: str) -> dict:
   except (OSError, ValueError) as e:
     raise ValueError(f"{path}: not a readable sweep manifest ({metrics_lib.reason_of(e)}); {rewrite}") from None
   trials = manifest.get("trials") if isinstance(manifest, dict) else None
-  if not (isinstance(manifest, dict) and isinstance(manifest.get("name"), str) and isinstance(trials, list)
+  if not (isinstance(manifest, dict) and isinstance(manifest.get("name"), str)
+          and _PLAIN_NAME.fullmatch(manifest["name"]) and isinstance(trials, list)
           and all(isinstance(t, dict) and isinstance(t.get("id"), str) and _PLAIN_NAME.fullmatch(t["id"])
                   for t in trials)):
     raise ValueError(f"{path}: not a sweep manifest (damaged?); {rewrite}")
@@ -181,6 +182,8 @@ def _short(value) -> str:
 def state_of(run_dir: str) -> str:
   """pending, running, done, diverged, failed, flagged (stopped off its forecast), or damaged (files that
   `read_summary` cannot trust: runs again)."""
+  if os.path.islink(run_dir):  # never followed, its claim included (read_summary says why)
+    return "damaged"
   summary = read_summary(run_dir)
   if summary and summary.get("status") in FINISHED:
     return summary["status"]

@@ -180,8 +180,7 @@ class Mirror:
       dirs[:] = [d for d in dirs if d not in NOT_MIRRORED and not _checkpoint_aside(d)]
       for name in files:
         rel = os.path.relpath(os.path.join(folder, name), self.local).replace(os.sep, "/")
-        planted = containment.unsafe(os.path.join(folder, name))  # a link here is never read and pushed, nor removed
-        if self._mirrored(rel) and not name.startswith(".write-check-") and not planted:
+        if self._mirrored(rel) and not name.startswith(".write-check-"):
           out.append(rel)
     return out
 
@@ -200,6 +199,9 @@ class Mirror:
       here = set()
       for rel in self._local_files():
         path = os.path.join(self.local, *rel.split("/"))
+        if containment.unsafe(path):  # planted here (a link, a FIFO): never read and pushed, nor deleted there
+          here.add(rel)
+          continue
         try:
           stamp = _stamp(path)
           if self._known.get(rel) == stamp:

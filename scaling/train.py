@@ -370,7 +370,7 @@ def train(config: dict, run_dir: str, progress: bool = True, runtime: dict | Non
   `runtime` says how to run, not what: the mesh, a memory limit, logging and
   checkpoint cadence. It is not part of the trial id, so the same trial runs
   on a laptop or a pod slice. `staged`: run_dir is the local staging copy of a run
-  directory on a bucket (sweeps/storage.Staged): checkpoints go to `staged.checkpoint_dir`
+  directory on a bucket (scaling/storage.Staged): checkpoints go to `staged.checkpoint_dir`
   on the bucket, and the other files are pushed there before each save, so that the
   bucket's metrics never lag its latest checkpoint. `health(steps, losses, steps_planned)`: the check of a curve
   against its forecast that `train.stop_when_off_forecast` asks for (the caller's: analysis/health.assess for a
@@ -845,6 +845,7 @@ def _contain(run_dir: str) -> None:
   if distributed.is_writer() and os.path.isdir(run_dir):
     for path, aside, what in containment.move_aside(run_dir):
       logs.warning(f"{path}: {what}, never followed in a run directory; moved aside as {os.path.basename(aside)}")
+  distributed.agree(True)  # the other hosts wait for process 0's moves before they open anything there
 
 
 def _previous_mesh(run_dir: str):

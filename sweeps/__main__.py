@@ -63,21 +63,28 @@ def _extend(args) -> int:
   except extend.ExtendError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  path = extend.write(args.sweep_dir, planned)
+  parent = os.path.dirname(os.path.abspath(args.sweep_dir))
   try:
+    path = extend.write(args.sweep_dir, planned)
     sweep = expand.load(path)
+    directory = rundir.sweep_dir(parent, sweep)
+    escapes = _out_escapes(argparse.Namespace(out=parent), directory)  # a linked follow-up directory: refused
+    if escapes:
+      raise SpecError(escapes)
+    os.makedirs(directory, exist_ok=True)
+    recorded = os.path.join(directory, extend.PREDICTION)
+    if os.path.lexists(recorded):  # A relaunch keeps the prediction made before the first trial trained.
+      print(f"{recorded}: kept the prediction already recorded")
+    else:
+      metrics_lib.write_json_atomic(recorded, planned["prediction"])
+    p = metrics_lib.read_json(recorded)
   except SpecError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  parent = os.path.dirname(os.path.abspath(args.sweep_dir))
-  directory = rundir.sweep_dir(parent, sweep)
-  os.makedirs(directory, exist_ok=True)
-  recorded = os.path.join(directory, extend.PREDICTION)
-  if os.path.exists(recorded):  # A relaunch keeps the prediction made before the first trial trained.
-    print(f"{recorded}: kept the prediction already recorded")
-  else:
-    metrics_lib.write_json_atomic(recorded, planned["prediction"])
-  p = metrics_lib.read_json(recorded)
+  except (OSError, ValueError) as e:  # a file in the way (a link, a FIFO, a directory), or no permission
+    where = getattr(e, "filename", None) or parent
+    print(f"error: {where}: {metrics_lib.reason_of(e)}; move it away and run `sweeps extend` again", file=sys.stderr)
+    return 2
   frontier = p["frontier"]
   print(f"predicted at C = {p['budget']:.3g} ({p['budget_ratio']:.1f}x the largest fitted): N* = "
         f"{frontier['n_params']:,.0f}, D* = {frontier['tokens']:,.0f}, loss {frontier['loss']:.4f} "

@@ -8,24 +8,20 @@ import inspect
 import math
 import os
 import re
-import typing
 from typing import Annotated, Literal, Optional, Union
 
 import pydantic
 import yaml
 
 from scaling import evaluators, objectives
-# The `runtime:` section lives below every package that reads it (scaling/runtime_spec.py), the strict base too.
-from scaling.runtime_spec import (MAX_STEPS, MAX_TRIALS, RUNTIME_ONLY, MeshSpec, RaySpec, RuntimeSpec,  # noqa: F401
-                                  SlurmSpec, Strict as _Strict, TpuSliceSpec)
 from scaling.data import registry as data_registry
-
+# The `runtime:` section lives below every package that reads it (scaling/runtime_spec.py), the strict base too;
+# expand.py reads the runtime schema and its bounds from here.
+from scaling.runtime_spec import MAX_STEPS, MAX_TRIALS, RUNTIME_ONLY, RuntimeSpec, Strict as _Strict  # noqa: F401
 
 
 class SpecError(ValueError):
   """A one-line, user-facing error about a sweep file."""
-
-
 
 
 class ModelSpec(_Strict):

@@ -163,3 +163,39 @@ def test_special_files_and_hard_links_are_never_written_through(tmp_path, victim
   assert containment.move_aside(str(run)) == []  # what was moved aside stays aside
   os.link(victim / "precious.txt", run / "summary.json")
   metrics_lib.write_json_atomic(str(run / "summary.json"), {"status": "done"})  # replaces the name only
+  os.link(victim / "precious.txt", run / f"config.json.tmp{os.getpid()}")  # at the atomic write's temporary name
+  with pytest.raises(OSError, match="a hard link"):  # refused before a byte of the victim changes
+    metrics_lib.write_json_atomic(str(run / "config.json"), {"a": 1})
+
+
+def test_a_manifest_whose_name_climbs_is_refused(tmp_path):
+  """sweep.json's name names files beside the sweep (`sweeps extend`, `analysis compare`): a plain name only."""
+  from scaling import rundir
+  (tmp_path / "sweep.json").write_text(json.dumps({"name": "../../x", "trials": []}))
+  with pytest.raises(ValueError, match="not a sweep manifest"):
+    rundir.read_manifest(str(tmp_path))
+
+
+def test_a_linked_trial_directory_is_damaged_even_with_a_fresh_claim_behind_it(tmp_path):
+  import socket
+  import time
+  from scaling import rundir
+  elsewhere = tmp_path / "elsewhere"
+  elsewhere.mkdir()
+  (elsewhere / "claim.json").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                                     "since": time.time()}))  # a live holder's, behind the link
+  os.symlink(elsewhere, tmp_path / "0123456789ab")
+  assert rundir.state_of(str(tmp_path / "0123456789ab")) == "damaged"
+
+
+def test_a_link_planted_in_the_mirror_never_deletes_the_buckets_file(tmp_path, victim, monkeypatch):
+  import fsspec
+  monkeypatch.setenv("SCALING_STAGING", str(tmp_path / "stage"))
+  url = memory_sweep("planted_then_pushed")
+  place = storage.opened(url)
+  metrics = os.path.join(place.local, "0123456789ab", "metrics.jsonl")
+  os.remove(metrics)
+  os.symlink(victim / "precious.txt", metrics)  # a synced file replaced by a link
+  place.push()
+  assert fsspec.filesystem("memory").cat_file("/planted_then_pushed/0123456789ab/metrics.jsonl") == \
+      b'{"step": 1, "loss": 2.0}\n'  # neither deleted nor overwritten with the victim's bytes

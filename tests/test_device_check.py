@@ -1,8 +1,11 @@
 """`python -m benchmarks.device_check`: on a CPU it says there is no accelerator and exits 0; `--small` runs every
 section's plumbing (the trainer in bf16 and fp32, the Pallas kernels interpreted) on any backend."""
+import jax
 import pytest
 
 from benchmarks import device_check
+
+pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu", reason="on an accelerator this runs the real checks")
 
 
 def test_on_a_cpu_it_says_there_is_no_accelerator_and_exits_0(capsys):
