@@ -24,13 +24,12 @@ import logging
 import os
 import re
 import sys
-import time
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from scaling import containment
 from scaling import distributed
 from scaling import logs
 from scaling import metrics as metrics_lib
@@ -52,7 +51,7 @@ class Checkpoints:
     where = epath.Path(self.directory)
     if distributed.is_writer() and _lexists(where) and not _real_directory(where):
       problem = "a symbolic link, never followed" if os.path.islink(where) else "not a directory"
-      self._move_aside(where, problem, _aside_name(where.parent, "checkpoints"))
+      self._move_aside(where, problem, _aside_name(where))
     _drop_echoes_of_damage()
     # Other hosts create nothing: orbax makes the directory on process 0 and waits for it on every host.
     self._manager = ocp.CheckpointManager(
@@ -80,7 +79,7 @@ class Checkpoints:
     """Moves step `step` out of orbax's sight, beside `checkpoints/`, named after the step."""
     where = epath.Path(self.directory)
     self._move_aside(where / str(step), f"damaged checkpoint ({problem})",
-                     _aside_name(where.parent, f"checkpoint-{step}"))
+                     _aside_name(where.parent / f"checkpoint-{step}"))
     self._manager.reload()
 
   def reload(self) -> None:
@@ -147,14 +146,14 @@ def resume(trials: list, like: dict) -> tuple:
   writer = distributed.is_writer()
   while True:
     step = max(frozenset.intersection(*[t.usable_steps() for t in trials])) if writer else 0
-    step = _agreed_step(step)  # a collective: process 0 has moved what it moves before any host goes on
+    step = distributed.agree_number(step)  # a collective: process 0 has moved what it moves before any host goes on
     for t in trials:
       t.reload()
     if not step:
       states = []
       break
     reads = [t._read(step, like) for t in trials]
-    unreadable = _on_any_host([problem is not None for _, problem in reads])
+    unreadable = distributed.on_any_host([problem is not None for _, problem in reads])
     if not any(unreadable):
       states = [state for state, _ in reads]
       break
@@ -181,23 +180,6 @@ def saved_steps(run_dir: str) -> frozenset:
     checkpoints.close()
 
 
-def _agreed_step(step: int) -> int:
-  """Process 0's `step` on every process (distributed.agree, for a number)."""
-  if jax.process_count() == 1:
-    return step
-  from jax.experimental import multihost_utils
-  return int(multihost_utils.broadcast_one_to_all(np.int32(step)))
-
-
-def _on_any_host(flags: list) -> list:
-  """Each flag, true if it is true on any process: every host goes back a step if one could not read."""
-  if jax.process_count() == 1:
-    return flags
-  from jax.experimental import multihost_utils
-  gathered = multihost_utils.process_allgather(np.asarray(flags, np.int32))
-  return [bool(f) for f in np.asarray(gathered).reshape(jax.process_count(), -1).any(axis=0)]
-
-
 def _lexists(path) -> bool:
   """`path` is there, even as a dangling link (a bucket has no links)."""
   return os.path.lexists(path) if "://" not in str(path) else path.exists()
@@ -208,14 +190,9 @@ def _real_directory(path) -> bool:
   return path.is_dir() and ("://" in str(path) or not os.path.islink(path))
 
 
-def _aside_name(parent, name: str):
-  """`parent/<name>.damaged-<UTC timestamp>[-n]`, a name nothing holds yet (scaling/containment.py's rule, for
-  bucket paths too)."""
-  stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-  aside, n = parent / f"{name}.damaged-{stamp}", 1
-  while _lexists(aside):
-    aside, n = parent / f"{name}.damaged-{stamp}-{n}", n + 1
-  return aside
+def _aside_name(path):
+  """containment.damaged_name for an epath.Path (a bucket's too)."""
+  return epath.Path(containment.damaged_name(str(path), exists=lambda name: _lexists(epath.Path(name))))
 
 
 def _step_problem(step_dir):

@@ -96,11 +96,12 @@ def unsafe(path: str):
   return None if stat.S_ISDIR(st.st_mode) else "a special file (not a regular file or directory)"
 
 
-def damaged_name(path: str) -> str:
-  """`<path>.damaged-<UTC timestamp>[-n]`: a name beside `path` that nothing holds yet."""
+def damaged_name(path: str, exists=os.path.lexists) -> str:
+  """`<path>.damaged-<UTC timestamp>[-n]`: a name beside `path` that nothing holds yet (`exists`: how to tell, for a
+  bucket path)."""
   stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
   aside, n = f"{path}.damaged-{stamp}", 1
-  while os.path.lexists(aside):
+  while exists(aside):
     aside, n = f"{path}.damaged-{stamp}-{n}", n + 1
   return aside
 

@@ -105,12 +105,28 @@ def agree(flag: bool) -> bool:
   disagreement would leave one host waiting in a collective. A blocking
   collective: call it where the loop syncs anyway.
   """
+  return bool(agree_number(int(flag)))
+
+
+def agree_number(value: int) -> int:
+  """Process 0's int32 `value`, on every process (as `agree`, for a step number)."""
   import jax
   if jax.process_count() == 1:
-    return flag
+    return value
   import numpy as np
   from jax.experimental import multihost_utils
-  return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
+  return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
+
+
+def on_any_host(flags: list) -> list:
+  """Each flag, true on every process if it is true on any (a collective): a read that failed on one host."""
+  import jax
+  if jax.process_count() == 1:
+    return flags
+  import numpy as np
+  from jax.experimental import multihost_utils
+  gathered = multihost_utils.process_allgather(np.asarray(flags, np.int32))
+  return [bool(f) for f in np.asarray(gathered).reshape(jax.process_count(), -1).any(axis=0)]
 
 
 def to_host(array):

@@ -22,7 +22,7 @@ from scaling import claims, trial_id as trial_id_lib
 FINISHED = ("done", "diverged", "failed", "flagged")
 STATES = ("running",) + FINISHED  # what a summary's status may say
 RERUN = "`python -m sweeps run` on the sweep file rewrites it"
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # a trial id names a directory: never a path
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # a trial id names a directory: never a path
 
 
 def describe_axes(axes: dict) -> str:
@@ -97,8 +97,8 @@ def read_manifest(directory: str) -> dict:
     raise ValueError(f"{path}: not a readable sweep manifest ({metrics_lib.reason_of(e)}); {rewrite}") from None
   trials = manifest.get("trials") if isinstance(manifest, dict) else None
   if not (isinstance(manifest, dict) and isinstance(manifest.get("name"), str)
-          and _PLAIN_NAME.fullmatch(manifest["name"]) and isinstance(trials, list)
-          and all(isinstance(t, dict) and isinstance(t.get("id"), str) and _PLAIN_NAME.fullmatch(t["id"])
+          and PLAIN_NAME.fullmatch(manifest["name"]) and isinstance(trials, list)
+          and all(isinstance(t, dict) and isinstance(t.get("id"), str) and PLAIN_NAME.fullmatch(t["id"])
                   for t in trials)):
     raise ValueError(f"{path}: not a sweep manifest (damaged?); {rewrite}")
   return {"name": manifest["name"],

@@ -29,6 +29,7 @@ from scaling import checkpoint as checkpoint_lib
 from scaling import containment
 from scaling import distributed
 from scaling import evaluators as evaluators_lib
+from scaling import host_memory
 from scaling import logs
 from scaling import mesh as mesh_lib
 from scaling import metrics as metrics_lib
@@ -871,8 +872,8 @@ def _host_memory_problem(shapes: dict, eval_batches: int, per_call: int = 1):
   compiled), or None."""
   batch = sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in shapes.values()) / jax.process_count()
   needed = batch * (eval_batches + 2 * per_call)
-  host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-  if needed > host / 2:
+  host = host_memory.total_bytes()
+  if needed > host * host_memory.SHARE:
     return (f"a batch takes {batch / 2**30:.3g} GiB of host memory, {per_call} of them a dispatch, and the eval set "
             f"{eval_batches} more; "
             f"{needed / 2**30:.3g} GiB is over half of this host's {host / 2**30:.3g} GiB")
@@ -887,7 +888,7 @@ def _memory_limit(limit_gib):
   if "bytes_limit" in stats:
     return int(stats["bytes_limit"])
   if jax.devices()[0].platform == "cpu":
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // jax.local_device_count()
+    return host_memory.total_bytes() // jax.local_device_count()
   return None
 
 

@@ -8,16 +8,15 @@ import dataclasses
 import itertools
 import json
 import math
-import re
 import typing
 
 import pydantic
 
+from scaling import rundir  # a sweep name, like a trial id, names a directory
 from scaling.trial_id import config_id
 from sweeps import spec as spec_lib
 
 _TOP_LEVEL = ("name", "model", "data", "train", "optimizer", "seed", "runtime")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +41,7 @@ def load(path: str) -> spec_lib.Sweep:
     if key not in _TOP_LEVEL:
       raise spec_lib.error_at(path, lines, (key,), f"unknown key; expected one of {list(_TOP_LEVEL)}")
   name = document.get("name")
-  if not isinstance(name, str) or not _NAME.fullmatch(name):
+  if not isinstance(name, str) or not rundir.PLAIN_NAME.fullmatch(name):
     raise spec_lib.error_at(path, lines, ("name",),
                             "expected a sweep name of letters, digits, '_', '-', '.' (it names the output folder)")
   try:

@@ -13,7 +13,7 @@ from typing import Annotated, Literal, Optional, Union
 import pydantic
 import yaml
 
-from scaling import evaluators, objectives
+from scaling import evaluators, host_memory, objectives
 from scaling.data import registry as data_registry
 # The `runtime:` section lives below every package that reads it (scaling/runtime_spec.py), the strict base too;
 # expand.py reads the runtime schema and its bounds from here.
@@ -375,10 +375,11 @@ def _unique_set_memory_problem(data, seq_len: int) -> Optional[str]:
   The rule the trainer applies to a batch and the eval set (scaling/train.py): at most half the host's memory.
   """
   needed = data.draw_bytes(data.unique_tokens, seq_len)
-  host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-  if needed <= host / 2:
+  host = host_memory.total_bytes()
+  allowed = host * host_memory.SHARE
+  if needed <= allowed:
     return None
-  most = int(data.unique_tokens * host / 2 / needed)
+  most = int(data.unique_tokens * allowed / needed)
   return (f"{data.unique_tokens:,} unique tokens take {needed / 2**30:.3g} GiB of host memory to draw and hold, "
           f"over half of this host's {host / 2**30:.3g} GiB; at most about {most:,} here")
 
