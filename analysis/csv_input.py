@@ -17,12 +17,12 @@ the file's size plus its rows times those columns.
 import csv
 import io
 import math
-import os
 import re
-import stat
 
 import numpy as np
 import pandas as pd
+
+from scaling import metrics as metrics_lib
 
 # A scaling-law fit has tens to thousands of points; every resample and start costs memory and time in
 # proportion to the rows.
@@ -138,16 +138,14 @@ def column_list(header) -> str:
 def _text(path: str) -> str:
   """The file's text, read with bounded memory (/dev/zero or a huge file stops at MAX_CSV_BYTES)."""
   try:
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the command: checked below
-    with os.fdopen(fd, "rb") as f:
-      if not stat.S_ISREG(os.fstat(fd).st_mode) and not stat.S_ISDIR(os.fstat(fd).st_mode):
-        raise UsageError(f"{path}: not a regular file (a FIFO or a device), not a CSV file (--csv)")
-      os.set_blocking(fd, True)
+    with metrics_lib.open_regular(path, follow_links=True) as f:  # a FIFO must not block the command
       data = f.read(MAX_CSV_BYTES + 1)
   except FileNotFoundError:
     raise UsageError(f"{path}: no such file (--csv)") from None
-  except IsADirectoryError:
-    raise UsageError(f"{path}: is a directory, not a CSV file (--csv)") from None
+  except metrics_lib.UnusableFile as err:
+    if str(err).endswith(": a directory"):
+      raise UsageError(f"{path}: is a directory, not a CSV file (--csv)") from None
+    raise UsageError(f"{path}: not a regular file (a FIFO or a device), not a CSV file (--csv)") from None
   except OSError as err:
     raise UsageError(f"{path}: cannot read it (--csv): {err.strerror or type(err).__name__}") from None
   if len(data) > MAX_CSV_BYTES:

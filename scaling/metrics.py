@@ -58,10 +58,11 @@ def _remove_quietly(path: str) -> None:
     pass
 
 
-def _open_regular(path: str):
-  """A binary file object for `path` if it is a regular file, else UnusableFile; never blocks (FIFOs)."""
+def open_regular(path: str, follow_links: bool = False):
+  """A binary file object for `path` if it is a regular file, else UnusableFile; never blocks (FIFOs). Inside a
+  run directory no link is followed; a file the user names (a sweep file, a CSV) may be one (`follow_links`)."""
   try:
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)  # inside a run directory no link is followed
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | (0 if follow_links else os.O_NOFOLLOW))
   except OSError as e:
     if e.errno == errno.ELOOP:
       raise UnusableFile(f"{path}: a symbolic link, never followed inside a run directory") from None
@@ -88,7 +89,7 @@ def read_json(path: str):
   """The JSON value in `path`. OSError if it cannot be opened; ValueError (UnicodeDecodeError,
   json.JSONDecodeError, UnusableFile) if it is not a regular file of at most MAX_JSON_BYTES of
   UTF-8 JSON nested at most a few hundred levels deep."""
-  with _open_regular(path) as f:
+  with open_regular(path) as f:
     data = f.read(MAX_JSON_BYTES + 1)
   if len(data) > MAX_JSON_BYTES:
     raise UnusableFile(f"{path}: larger than {MAX_JSON_BYTES // 2**20} MiB")
@@ -146,7 +147,7 @@ def _parse_metrics(path: str) -> tuple:
   if not os.path.lexists(path):
     return [], 0, False
   rows, damaged, torn = [], 0, False
-  with _open_regular(path) as f:  # Bytes: a line that is not UTF-8 is one damaged line, not an exception.
+  with open_regular(path) as f:  # Bytes: a line that is not UTF-8 is one damaged line, not an exception.
     for line in _lines(f):
       if not line.endswith(b"\n"):  # Only the last line can lack its newline.
         torn = True

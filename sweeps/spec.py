@@ -6,7 +6,6 @@ while loading, so a bad file leaves no trace.
 """
 import inspect
 import math
-import os
 import re
 from typing import Annotated, Literal, Optional, Union
 
@@ -198,13 +197,12 @@ MAX_EXPANDED_NODES = 200_000  # nodes once aliases are expanded: refuses "billio
 
 def read_yaml(path: str):
   """Returns (document, {key path: line}); raises SpecError on I/O, syntax, duplicate keys or hostile input."""
-  import os
-  import stat
+  from scaling import metrics as metrics_lib
   try:
-    if not stat.S_ISREG(os.stat(path).st_mode):
-      raise SpecError(f"{path}: not a regular file")
-    with open(path, "rb") as f:
+    with metrics_lib.open_regular(path, follow_links=True) as f:
       raw = f.read(MAX_FILE_BYTES + 1)
+  except metrics_lib.UnusableFile:
+    raise SpecError(f"{path}: not a regular file") from None
   except FileNotFoundError:
     raise SpecError(f"{path}: file not found") from None
   except OSError as e:
